@@ -1,0 +1,65 @@
+"""Reading weights from files safely: Lightning checkpoints, pytorch-fcn checkpoints and
+plain state dicts, always with ``torch.load(weights_only=True)`` so a file cannot run code."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from fcn_lightning.errors import WeightsError
+
+# Where each checkpoint format keeps its weights.
+STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model")
+
+
+def read_state_dict(path: str | Path, *, key: str) -> dict[str, Tensor]:
+    """The tensors in ``path``; ``key`` is the config key users set to point at the file."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise WeightsError(f"{key}={path}: no such file; check the path")
+    try:
+        loaded: Any = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        blocked = [line for line in str(error).splitlines() if "GLOBAL" in line]
+        if blocked:
+            raise WeightsError(
+                f"{key}={path}: refused to load, it would import code "
+                f"({blocked[0].strip()}); only weights and checkpoints are accepted"
+            ) from None
+        raise _unreadable(path, key, error) from None
+    except Exception as error:  # zip/EOF errors for corrupt or truncated files
+        raise _unreadable(path, key, error) from None
+    return extract_state_dict(loaded, source=f"{key}={path}")
+
+
+def _unreadable(path: Path, key: str, error: Exception) -> WeightsError:
+    return WeightsError(
+        f"{key}={path}: not a readable PyTorch weights file ({type(error).__name__}); "
+        "re-download or re-export it"
+    )
+
+
+def extract_state_dict(loaded: Any, *, source: str) -> dict[str, Tensor]:
+    """The state dict inside a checkpoint object, whatever tool wrote it."""
+    if isinstance(loaded, dict):
+        for inner in STATE_DICT_KEYS:
+            if isinstance(loaded.get(inner), dict):
+                loaded = loaded[inner]
+                break
+    if not isinstance(loaded, dict) or not loaded:
+        raise WeightsError(f"{source}: holds no state dict; expected a checkpoint or weights")
+    tensors = {k: v for k, v in loaded.items() if isinstance(v, Tensor)}
+    if not tensors:
+        raise WeightsError(f"{source}: holds no tensors; expected a checkpoint or weights")
+    return tensors
+
+
+def strip_prefix(state_dict: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
+    """Drop ``prefix`` when every key has it (Lightning stores the net as ``model.*``)."""
+    if state_dict and all(k.startswith(prefix) for k in state_dict):
+        return {k[len(prefix) :]: v for k, v in state_dict.items()}
+    return state_dict

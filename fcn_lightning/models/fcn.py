@@ -1,0 +1,149 @@
+"""The FCN head: score layers, skips, crops and upsampling (REFERENCE.md section 2).
+
+Reading guide for FCN-8s on VGG16, caffe geometry (reference names):
+
+    score_fr    = 1x1 conv on fc7                         (stride 32)
+    upscore2    = 2x transposed conv of score_fr          (stride 16)
+    score_pool4 = 1x1 conv on pool4, cropped at 5, + upscore2
+    upscore_pool4 = 2x transposed conv of that sum        (stride 8)
+    score_pool3 = 1x1 conv on pool3, cropped at 9, + upscore_pool4
+    upscore8    = 8x transposed conv of that sum, cropped at 31 to the input size
+
+FCN-16s stops after the pool4 fuse (final ``upscore16``, crop 27); FCN-32s has no skip
+(final ``upscore``, crop 19). The crop offsets are not typed in: they follow from the
+backbone's layers by receptive-field arithmetic (`coord_map`), so other backbones get theirs.
+Every score layer starts at zero (a skip starts as a no-op); every upsampling kernel starts
+bilinear on the class diagonal and is frozen unless ``upsampling="learned"``.
+
+``geometry="aligned"`` drops the pad-100 trick: the backbone uses "same" padding, the input
+is padded at the bottom/right to a multiple of the coarsest stride, and the transposed convs
+trim ``(kernel - stride) / 2`` themselves, so every crop offset comes out as 0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from fcn_lightning.models.bilinear import bilinear_weight
+from fcn_lightning.models.coord_map import CoordMap, crop_offset
+
+
+@dataclass(frozen=True)
+class Variant:
+    """Which backbone tap is scored, and which shallower taps are fused in (deepest first)."""
+
+    score_from: str
+    skips: tuple[str, ...] = ()
+    # At-once training (PAMI) scales the skip features by fixed factors before scoring them,
+    # so the fine layers do not swamp the coarse prediction early in training.
+    skip_scales: tuple[float, ...] | None = None
+
+
+VARIANTS = {
+    "fcn32s": Variant("fc7"),
+    "fcn16s": Variant("fc7", ("pool4",)),
+    "fcn8s": Variant("fc7", ("pool4", "pool3")),
+    "fcn8s_atonce": Variant("fc7", ("pool4", "pool3"), skip_scales=(0.01, 0.0001)),
+    # PAMI ablation: predict from one pooling layer alone (no fc6/fc7, no skips).
+    "pool5": Variant("pool5"),
+    "pool4": Variant("pool4"),
+    "pool3": Variant("pool3"),
+}
+GEOMETRIES = ("caffe", "aligned")
+UPSAMPLING = ("fixed", "learned")
+
+
+def score_name(tap: str) -> str:
+    return "score_fr" if tap == "fc7" else f"score_{tap}"
+
+
+def crop(x: Tensor, offset: int, height: int, width: int) -> Tensor:
+    """Caffe's Crop layer: ``height x width`` cells starting at ``offset`` on both axes."""
+    return x[..., offset : offset + height, offset : offset + width]
+
+
+class FCN(nn.Module):
+    """A fully convolutional network: ``B x 3 x H x W`` -> class scores ``B x C x H x W``,
+    for any ``H, W >= 1``.
+
+    ``backbone`` exposes ``channels`` and ``coord_maps()`` per tap and returns a dict of tap
+    outputs from ``forward``.
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        variant: str,
+        *,
+        num_classes: int,
+        geometry: str = "caffe",
+        upsampling: str = "fixed",
+    ) -> None:
+        super().__init__()
+        spec = VARIANTS[variant]
+        self.variant, self.geometry, self.num_classes = variant, geometry, num_classes
+        self.backbone = backbone
+        self.score_from, self.skips = spec.score_from, spec.skips
+        self.skip_scales = spec.skip_scales or (1.0,) * len(spec.skips)
+        maps = backbone.coord_maps()
+        strides = {tap: int(coord.scale) for tap, coord in maps.items()}
+
+        def score_layer(tap: str) -> nn.Conv2d:
+            layer = nn.Conv2d(backbone.channels[tap], num_classes, 1)
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+            self.add_module(score_name(tap), layer)
+            return layer
+
+        def upsample_layer(name: str, factor: int) -> nn.ConvTranspose2d:
+            trim = factor // 2 if geometry == "aligned" else 0
+            layer = nn.ConvTranspose2d(
+                num_classes, num_classes, 2 * factor, stride=factor, padding=trim, bias=False
+            )
+            layer.weight.data.copy_(bilinear_weight(num_classes, 2 * factor))
+            layer.weight.requires_grad_(upsampling == "learned")
+            self.add_module(name, layer)
+            return layer
+
+        # Walk the head once, building its layers and composing coordinate maps so that each
+        # crop offset is where the reference blob starts inside the cropped one.
+        self.crops: dict[str, int] = {}
+        self.upsample_names: list[str] = []
+        score_layer(self.score_from)
+        coord, tap = maps[self.score_from], self.score_from
+        for i, skip in enumerate(self.skips):
+            name = "upscore2" if i == 0 else f"upscore_{self.skips[i - 1]}"
+            coord = coord.then(upsample_layer(name, strides[tap] // strides[skip]))
+            self.upsample_names.append(name)
+            score_layer(skip)
+            self.crops[score_name(skip)] = crop_offset(maps[skip], coord)
+            tap = skip
+        final = "upscore" if not self.skips else f"upscore{strides[tap]}"
+        coord = coord.then(upsample_layer(final, strides[tap]))
+        self.upsample_names.append(final)
+        self.crops[final] = crop_offset(coord, CoordMap())
+        # Aligned geometry pads inputs so that every pooling divides evenly.
+        self.input_multiple = max(strides.values()) if geometry == "aligned" else 1
+        self.output_stride = strides[tap]
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() != 4 or x.shape[1] != 3:
+            raise ValueError(f"FCN expects a B x 3 x H x W image batch, got {tuple(x.shape)}")
+        height, width = x.shape[-2:]
+        if self.input_multiple > 1:
+            x = F.pad(x, (0, -width % self.input_multiple, 0, -height % self.input_multiple))
+        features = self.backbone(x)
+
+        score = getattr(self, score_name(self.score_from))(features[self.score_from])
+        for skip, scale, up_name in zip(self.skips, self.skip_scales, self.upsample_names):
+            score = getattr(self, up_name)(score)
+            skip_input = features[skip] * scale if scale != 1.0 else features[skip]
+            skip_score = getattr(self, score_name(skip))(skip_input)
+            offset = self.crops[score_name(skip)]
+            score = score + crop(skip_score, offset, score.shape[-2], score.shape[-1])
+        final = self.upsample_names[-1]
+        score = getattr(self, final)(score)
+        return crop(score, self.crops[final], height, width).contiguous()

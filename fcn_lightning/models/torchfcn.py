@@ -1,0 +1,86 @@
+"""Loading pytorch-fcn (torchfcn) weights, its Caffe-converted FCNs included.
+
+torchfcn names layers as the reference prototxt does (``conv1_1`` ... ``fc7``, ``score_fr``,
+``upscore2`` ...). This project keeps torchvision's ``features.N`` indices for the VGG convs
+(so ImageNet weights load unchanged) and the reference names for everything else, so the
+mapping is a rename of the thirteen convs and fc6/fc7.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from torch import Tensor
+
+from fcn_lightning.errors import ConfigError, WeightsError
+from fcn_lightning.models.build import build_fcn
+from fcn_lightning.models.checkpoints import extract_state_dict, read_state_dict
+from fcn_lightning.models.fcn import FCN
+from fcn_lightning.models.vgg import CONV_NAMES, POOL_INDEX
+
+TORCHFCN_VARIANTS = ("fcn32s", "fcn16s", "fcn8s", "fcn8s_atonce")
+
+
+def _conv_indices() -> dict[str, int]:
+    """Reference conv name -> index in torchvision's VGG16 ``features``."""
+    pools = sorted(POOL_INDEX.values())
+    indices, index = {}, 0
+    for name in CONV_NAMES:
+        indices[name] = index
+        index += 2  # conv, relu
+        if index in pools:
+            index += 1
+    return indices
+
+
+def torchfcn_to_fcn_lightning(state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Rename torchfcn keys to this project's."""
+    indices = _conv_indices()
+    renamed = {}
+    for key, value in state_dict.items():
+        layer, _, param = key.partition(".")
+        if layer in indices:
+            renamed[f"backbone.features.{indices[layer]}.{param}"] = value
+        elif layer in ("fc6", "fc7"):
+            renamed[f"backbone.{key}"] = value
+        else:
+            renamed[key] = value
+    return renamed
+
+
+def load_torchfcn(path_or_state_dict: str | Path | dict[str, Tensor], variant: str) -> FCN:
+    """A caffe-geometry FCN that computes what torchfcn's ``variant`` computes with these
+    weights (same scores for the same input, any size).
+
+    Accepts a torchfcn weights file (e.g. ``fcn8s_from_caffe.pth``), a torchfcn training
+    checkpoint (``model_state_dict`` inside) or a state dict.
+    """
+    if variant not in TORCHFCN_VARIANTS:
+        raise ConfigError(f"torchfcn has no variant {variant!r}: choose one of {TORCHFCN_VARIANTS}")
+    if isinstance(path_or_state_dict, dict):
+        source = "the torchfcn state dict"
+        state_dict = extract_state_dict(path_or_state_dict, source=source)
+    else:
+        source = str(path_or_state_dict)
+        state_dict = read_state_dict(path_or_state_dict, key="torchfcn weights")
+    if "score_fr.weight" not in state_dict:
+        raise WeightsError(f"{source}: no score_fr.weight, so not a torchfcn FCN state dict")
+    num_classes = state_dict["score_fr.weight"].shape[0]
+    model = build_fcn(variant, num_classes=num_classes, geometry="caffe")
+    renamed = torchfcn_to_fcn_lightning(state_dict)
+    own = model.state_dict()
+    missing = sorted(set(own) - set(renamed))
+    unexpected = sorted(set(renamed) - set(own))
+    if missing or unexpected:
+        raise WeightsError(
+            f"{source} does not fit torchfcn's {variant}: missing {missing[:4]}, "
+            f"unexpected {unexpected[:4]}; check the variant"
+        )
+    for key, value in renamed.items():
+        if value.shape != own[key].shape:
+            raise WeightsError(
+                f"{source}: {key} has shape {tuple(value.shape)}, {variant} needs "
+                f"{tuple(own[key].shape)}"
+            )
+    model.load_state_dict(renamed)
+    return model
