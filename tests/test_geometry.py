@@ -69,7 +69,7 @@ def expected_crops(variant, geometry):
     trim = (lambda f: f // 2) if geometry == "aligned" else (lambda f: 0)
     stride = {"pool3": 8, "pool4": 16, "pool5": 32, "fc7": 32}
     coord, tap, crops = maps[spec.score_from], spec.score_from, {}
-    for i, skip in enumerate(spec.skips):
+    for skip in spec.skips:
         f = stride[tap] // stride[skip]
         coord = deconv(coord, 2 * f, f, trim(f))
         crops[f"score_{skip}"] = caffe_crop(maps[skip], coord)

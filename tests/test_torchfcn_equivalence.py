@@ -34,7 +34,7 @@ def pair(request):
 
 
 def test_same_scores_at_any_size(pair):
-    variant, net, ours = pair
+    _, net, ours = pair
     torch.manual_seed(1)
     with torch.no_grad():
         for height, width in SIZES:
@@ -42,7 +42,9 @@ def test_same_scores_at_any_size(pair):
             expected, actual = net(x), ours(x)
             assert actual.shape == expected.shape == (1, 5, height, width)
             assert expected.abs().max() > 0, "reference scores are all zero: test is vacuous"
-            torch.testing.assert_close(actual, expected, rtol=1e-4, atol=1e-4 * expected.abs().max())
+            torch.testing.assert_close(
+                actual, expected, rtol=1e-4, atol=1e-4 * expected.abs().max()
+            )
 
 
 def test_loads_torchfcn_files_and_training_checkpoints(tmp_path):

@@ -138,7 +138,10 @@ class FCN(nn.Module):
         features = self.backbone(x)
 
         score = getattr(self, score_name(self.score_from))(features[self.score_from])
-        for skip, scale, up_name in zip(self.skips, self.skip_scales, self.upsample_names):
+        skip_upsamplings = self.upsample_names[:-1]  # the last one is the final upsampling
+        for skip, scale, up_name in zip(
+            self.skips, self.skip_scales, skip_upsamplings, strict=True
+        ):
             score = getattr(self, up_name)(score)
             skip_input = features[skip] * scale if scale != 1.0 else features[skip]
             skip_score = getattr(self, score_name(skip))(skip_input)

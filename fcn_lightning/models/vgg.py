@@ -67,7 +67,9 @@ class VGG16Backbone(nn.Module):
         }
         if self.with_fc:
             fc = scaled(FC_CHANNELS, width)
-            self.fc6 = nn.Conv2d(self.channels["pool5"], fc, 7, padding=0 if geometry == "caffe" else 3)
+            self.fc6 = nn.Conv2d(
+                self.channels["pool5"], fc, 7, padding=0 if geometry == "caffe" else 3
+            )
             self.relu6 = nn.ReLU(inplace=True)
             self.drop6 = nn.Dropout(dropout)
             self.fc7 = nn.Conv2d(fc, fc, 1)
