@@ -165,3 +165,50 @@ def test_weights_declare_their_input_normalisation():
 def test_bad_config_values_name_their_key(kwargs, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         build_fcn(**kwargs)
+
+
+@pytest.fixture
+def served(tmp_path):
+    """Files under `tmp_path / "www"` served over HTTP on localhost."""
+    import functools
+    import http.server
+    import threading
+
+    root = tmp_path / "www"
+    root.mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield root, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def test_caffe_weights_download_checksum_and_cache(vgg_file, served, tmp_path, monkeypatch):
+    import dataclasses
+    import hashlib
+
+    net, path = vgg_file
+    root, base = served
+    (root / "vgg16_from_caffe.pth").write_bytes(path.read_bytes())
+    md5 = hashlib.md5(path.read_bytes()).hexdigest()
+    spec = dataclasses.replace(PRETRAINED["caffe"], md5=md5)
+    monkeypatch.setitem(PRETRAINED, "caffe", spec)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+
+    mirror = f"{base}/vgg16_from_caffe.pth"
+    model = build_fcn(
+        "fcn32s", num_classes=2, width=WIDTH, pretrained=True, weights="caffe", weights_url=mirror
+    )
+    torch.testing.assert_close(model.backbone.fc7.bias, net.state_dict()["classifier.3.bias"])
+    assert cache_path(spec).is_file()  # the next run needs no network
+    (root / "vgg16_from_caffe.pth").unlink()
+    build_fcn("fcn32s", num_classes=2, width=WIDTH, pretrained=True, weights="caffe")
+
+    # A mirror serving another file is caught by the checksum, and nothing is cached.
+    cache_path(spec).unlink()
+    (root / "vgg16_from_caffe.pth").write_bytes(b"something else")
+    with pytest.raises(WeightsError, match=r"could not fetch the caffe VGG16 weights.*md5"):
+        build_fcn("fcn32s", width=WIDTH, pretrained=True, weights="caffe", weights_url=mirror)
+    assert not cache_path(spec).exists()

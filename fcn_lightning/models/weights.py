@@ -20,7 +20,7 @@ import torch
 import torchvision
 from torch import Tensor, nn
 
-from fcn_lightning.errors import ConfigError, WeightsError
+from fcn_lightning.errors import ConfigError, DownloadError, WeightsError
 from fcn_lightning.models.checkpoints import read_state_dict
 
 
@@ -98,7 +98,7 @@ def fetch_vgg16_state_dict(
         from fcn_lightning.download import download_file
 
         download_file(url, local, md5=weights.md5, desc=weights.file_name)
-    except (urllib.error.URLError, OSError, RuntimeError) as error:
+    except (urllib.error.URLError, OSError, RuntimeError, DownloadError) as error:
         raise _offline_error(weights, url, error) from None
     return read_state_dict(local, key="model.weights_path")
 
