@@ -18,6 +18,11 @@ STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model")
 
 def read_state_dict(path: str | Path, *, key: str) -> dict[str, Tensor]:
     """The tensors in ``path``; ``key`` is the config key users set to point at the file."""
+    return extract_state_dict(read_checkpoint(path, key=key), source=f"{key}={path}")
+
+
+def read_checkpoint(path: str | Path, *, key: str) -> Any:
+    """Whatever ``path`` holds, loaded without running code; one-line errors name ``key``."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise WeightsError(f"{key}={path}: no such file; check the path")
@@ -33,7 +38,7 @@ def read_state_dict(path: str | Path, *, key: str) -> dict[str, Tensor]:
         raise _unreadable(path, key, error) from None
     except Exception as error:  # zip/EOF errors for corrupt or truncated files
         raise _unreadable(path, key, error) from None
-    return extract_state_dict(loaded, source=f"{key}={path}")
+    return loaded
 
 
 def _unreadable(path: Path, key: str, error: Exception) -> WeightsError:

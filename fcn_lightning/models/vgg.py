@@ -76,6 +76,15 @@ class VGG16Backbone(nn.Module):
             self.relu7 = nn.ReLU(inplace=True)
             self.drop7 = nn.Dropout(dropout)
             self.channels["fc7"] = fc
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        # torchvision's VGG init (He, fan-out), so the net also trains from scratch (the CPU
+        # quick start); pretrained weights overwrite it.
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+                nn.init.zeros_(module.bias)
 
     def _fc_layers(self) -> list[nn.Module]:
         return [self.fc6, self.relu6, self.drop6, self.fc7, self.relu7, self.drop7]

@@ -1,0 +1,105 @@
+"""Callbacks: pictures of validation predictions, per-class IU and the confusion matrix,
+saved as PNGs beside the run and sent to W&B when it is one of the loggers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytorch_lightning as pl
+from PIL import Image
+from pytorch_lightning.loggers import WandbLogger
+
+from fcn_lightning.normalization import get_input_norm
+from fcn_lightning.visualize import sample_grid
+
+
+class SegmentationSamples(pl.Callback):
+    """Keeps the first ``num_samples`` validation images of each validation run."""
+
+    def __init__(self, num_samples: int = 4, dirpath: str | None = None) -> None:
+        self.num_samples = num_samples
+        self.dirpath = Path(dirpath) if dirpath else None
+        self.rows: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+
+    def on_validation_epoch_start(self, trainer, pl_module) -> None:
+        self.rows = []
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dl_idx=0):
+        if trainer.sanity_checking or len(self.rows) >= self.num_samples:
+            return
+        images, labels = batch
+        norm = get_input_norm(pl_module.hparams.normalization)
+        preds = outputs.argmax(1)
+        for image, label, pred in zip(images, labels, preds, strict=True):
+            if len(self.rows) >= self.num_samples:
+                break
+            valid = label != 255
+            rows, cols = valid.any(1).nonzero(), valid.any(0).nonzero()
+            # Pad collation adds void margins; show only the image itself.
+            h = int(rows.max()) + 1 if len(rows) else label.shape[0]
+            w = int(cols.max()) + 1 if len(cols) else label.shape[1]
+            rgb = norm.invert(image[:, :h, :w]).permute(1, 2, 0).cpu().numpy()
+            self.rows.append((rgb, label[:h, :w].cpu().numpy(), pred[:h, :w].cpu().numpy()))
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        if trainer.sanity_checking or not self.rows or not trainer.is_global_zero:
+            return
+        step = trainer.global_step
+        grid = sample_grid(self.rows)
+        if self.dirpath is not None:
+            self.dirpath.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(grid).save(self.dirpath / f"val_step{step:06d}.png")
+        scores = pl_module.last_scores.get("val")
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                _log_to_wandb(logger, self.rows, scores, pl_module.class_names, step)
+
+
+def _log_to_wandb(logger: WandbLogger, rows, scores, class_names: list[str], step: int) -> None:
+    import wandb
+
+    labels = dict(enumerate(class_names))
+    images = [
+        wandb.Image(
+            image,
+            masks={
+                "prediction": {"mask_data": pred.astype(np.uint8), "class_labels": labels},
+                "ground_truth": {"mask_data": truth.astype(np.uint8), "class_labels": labels},
+            },
+        )
+        for image, truth, pred in rows
+    ]
+    payload = {"val/samples": images}
+    if scores is not None:
+        payload["val/per_class_iu"] = wandb.Table(
+            columns=["class", "iu"], data=[[name, iu] for name, iu in scores["iu"].items()]
+        )
+        payload["val/confusion_matrix"] = wandb.Image(
+            confusion_image(scores["confusion"], class_names)
+        )
+    logger.experiment.log({**payload, "trainer/global_step": step})
+
+
+def confusion_image(hist, class_names: list[str]) -> np.ndarray:
+    """Row-normalised confusion matrix as an RGB picture (matplotlib, no display)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    hist = np.asarray(hist, dtype=np.float64)
+    rates = hist / np.maximum(hist.sum(1, keepdims=True), 1)
+    size = 2 + 0.35 * len(class_names)
+    fig, ax = plt.subplots(figsize=(size, size), dpi=80)
+    ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+    ticks = range(len(class_names))
+    ax.set_xticks(ticks, class_names, rotation=90)
+    ax.set_yticks(ticks, class_names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    fig.tight_layout()
+    fig.canvas.draw()
+    picture = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+    plt.close(fig)
+    return picture

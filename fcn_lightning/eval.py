@@ -1,0 +1,100 @@
+"""Score a checkpoint: ``python -m fcn_lightning.eval ckpt_path=... [split=val]``."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import hydra
+import pytorch_lightning as pl
+from omegaconf import DictConfig
+
+from fcn_lightning import resolvers  # noqa: F401  (registers the config resolvers)
+from fcn_lightning.data.datamodule import SegmentationDataModule, build_datamodule
+from fcn_lightning.errors import ConfigError
+from fcn_lightning.models.checkpoints import read_checkpoint
+from fcn_lightning.module import METRIC_NAMES, load_module
+from fcn_lightning.runtime import log, resolved, user_errors
+
+
+def eval_datamodule(cfg: DictConfig, checkpoint: dict[str, Any]) -> SegmentationDataModule:
+    """The configured data, or else the data the checkpoint was trained on."""
+    if cfg.get("data") is not None:
+        return build_datamodule(cfg.data)
+    hparams = dict(checkpoint.get("datamodule_hyper_parameters") or {})
+    if not hparams:
+        raise ConfigError(
+            f"ckpt_path={cfg.ckpt_path}: holds no data settings; choose the data with data=<preset>"
+        )
+    if cfg.get("data_dir"):
+        hparams["data_dir"] = cfg.data_dir
+    hparams.update(batch_size=cfg.batch_size, val_batch_size=cfg.batch_size)
+    hparams.update(num_workers=cfg.num_workers, download=False, generate=False)
+    return SegmentationDataModule(**hparams)
+
+
+def markdown_table(scores: dict[str, Any]) -> str:
+    def pct(value: float) -> str:
+        return "n/a" if math.isnan(value) else f"{100 * value:.1f}"
+
+    lines = [
+        "| pixel acc | mean acc | mean IU | f.w. IU |",
+        "|---|---|---|---|",
+        "| " + " | ".join(pct(scores[name]) for name in METRIC_NAMES) + " |",
+        "",
+        "| class | IU |",
+        "|---|---|",
+    ]
+    lines += [f"| {name} | {pct(iu)} |" for name, iu in scores["iu"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    """Validate the checkpoint on the chosen split and write metrics.json / metrics.md."""
+    checkpoint = read_checkpoint(cfg.ckpt_path, key="ckpt_path")
+    module = load_module(cfg.ckpt_path)
+    datamodule = eval_datamodule(cfg, checkpoint)
+    if cfg.split not in ("val", "test"):
+        datamodule.hparams.val_split = cfg.split
+    elif cfg.split == "test":
+        datamodule.hparams.val_split = datamodule.hparams.test_split
+    if datamodule.num_classes != module.num_classes:
+        raise ConfigError(
+            f"ckpt_path={cfg.ckpt_path} predicts {module.num_classes} classes but the data "
+            f"has {datamodule.num_classes}; choose matching data"
+        )
+    trainer_cfg = resolved(cfg.trainer)
+    trainer = pl.Trainer(
+        accelerator=trainer_cfg["accelerator"],
+        devices=1,
+        precision=trainer_cfg["precision"],
+        logger=False,
+        enable_checkpointing=False,
+    )
+    trainer.validate(module, datamodule=datamodule, verbose=False)
+    scores = {k: v for k, v in module.last_scores["val"].items() if k != "confusion"}
+    scores.update(
+        checkpoint=str(Path(cfg.ckpt_path).resolve()),
+        split=datamodule.hparams.val_split,
+        step=int(checkpoint.get("global_step", 0)),
+    )
+    run_dir = Path(cfg.paths.output_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "metrics.json").write_text(json.dumps(scores, indent=2))
+    table = markdown_table(scores)
+    (run_dir / "metrics.md").write_text(table)
+    print(table)
+    log.info("wrote %s and %s", run_dir / "metrics.json", run_dir / "metrics.md")
+    return scores
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
+def main(cfg: DictConfig) -> None:
+    with user_errors():
+        evaluate(cfg)
+
+
+if __name__ == "__main__":
+    main()

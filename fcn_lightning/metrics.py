@@ -1,0 +1,76 @@
+"""The paper's four metrics on one confusion matrix (REFERENCE.md section 5).
+
+One matrix ``hist`` (rows = ground truth, columns = prediction) is accumulated over the
+whole split, summed across processes under DDP, and only then turned into scores, exactly
+as the reference's ``score.py`` does. Per-image averaging would weigh small images as much
+as large ones and give different numbers.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torchmetrics import Metric
+
+
+def confusion_matrix(preds: Tensor, target: Tensor, num_classes: int) -> Tensor:
+    """``num_classes x num_classes`` counts of (true, predicted) pairs; labels outside
+    ``[0, num_classes)`` (255 = void) are left out."""
+    valid = (target >= 0) & (target < num_classes)
+    index = target[valid].long() * num_classes + preds[valid].long()
+    return torch.bincount(index, minlength=num_classes**2).reshape(num_classes, num_classes)
+
+
+def scores_from_confusion(hist: Tensor) -> dict[str, Tensor]:
+    """Pixel accuracy, mean accuracy, mean IU, frequency-weighted IU and per-class IU.
+
+    A class absent from both ground truth and prediction has IU 0/0 = NaN and is left out
+    of the means; a class predicted but absent from ground truth has IU 0 and counts.
+    """
+    hist = hist.double()
+    diag, true_total, pred_total = hist.diag(), hist.sum(1), hist.sum(0)
+    with torch.no_grad():
+        class_acc = diag / true_total
+        iu = diag / (true_total + pred_total - diag)
+        freq = true_total / hist.sum()
+        present = freq > 0
+        return {
+            "pixel_acc": diag.sum() / hist.sum(),
+            "mean_acc": class_acc.nanmean(),
+            "mean_iu": iu.nanmean(),
+            "fw_iu": (freq[present] * iu[present]).sum(),
+            "iu": iu,
+        }
+
+
+class SegmentationMetrics(Metric):
+    """``update(preds, target)`` with scores ``B x C x H x W`` or labels ``B x H x W``;
+    ``compute()`` returns ``pixel_acc``, ``mean_acc``, ``mean_iu``, ``fw_iu`` and ``iu``."""
+
+    is_differentiable = False
+    higher_is_better = True
+    full_state_update = False
+    hist: Tensor
+
+    def __init__(self, num_classes: int, ignore_index: int = 255, **kwargs) -> None:
+        super().__init__(**kwargs)
+        if ignore_index in range(num_classes):
+            raise ValueError(f"ignore_index={ignore_index} is a class index; use 255")
+        self.num_classes, self.ignore_index = num_classes, ignore_index
+        zeros = torch.zeros(num_classes, num_classes, dtype=torch.long)
+        self.add_state("hist", default=zeros, dist_reduce_fx="sum")
+
+    def update(self, preds: Tensor, target: Tensor) -> None:
+        if preds.is_floating_point():
+            if preds.dim() != target.dim() + 1 or preds.shape[1] != self.num_classes:
+                raise ValueError(
+                    f"scores of shape {tuple(preds.shape)} do not fit {self.num_classes} "
+                    f"classes and targets of shape {tuple(target.shape)}"
+                )
+            preds = preds.argmax(1)
+        if preds.shape != target.shape:
+            raise ValueError(f"preds {tuple(preds.shape)} and target {tuple(target.shape)} differ")
+        self.hist += confusion_matrix(preds, target, self.num_classes)
+
+    def compute(self) -> dict[str, Tensor]:
+        return scores_from_confusion(self.hist)

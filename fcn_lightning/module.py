@@ -1,0 +1,184 @@
+"""The LightningModule: an FCN, its loss, the reference's SGD and the paper's metrics.
+
+Constructed from primitive dicts (the Hydra ``model``, ``optim`` and ``loss`` nodes), which
+are saved as hyperparameters, so checkpoints load with ``torch.load(weights_only=True)``
+and loggers show readable values.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch import Tensor
+
+from fcn_lightning.errors import ConfigError
+from fcn_lightning.loss import sample_cells, segmentation_loss
+from fcn_lightning.metrics import SegmentationMetrics
+from fcn_lightning.models import build_fcn
+from fcn_lightning.models.checkpoints import extract_state_dict, read_checkpoint
+from fcn_lightning.optim import build_optimizer, build_schedule
+
+# Keys of the `model` node that are not build_fcn arguments.
+NOT_BUILD_ARGS = ("name", "init_from", "paper_lr")
+METRIC_NAMES = ("pixel_acc", "mean_acc", "mean_iu", "fw_iu")
+
+
+class FCNModule(pl.LightningModule):
+    def __init__(
+        self,
+        model: dict[str, Any],
+        optim: dict[str, Any],
+        loss: dict[str, Any] | None = None,
+        *,
+        class_names: list[str] | None = None,
+        ignore_index: int = 255,
+        normalization: str = "caffe",
+        channels_last: bool = False,
+        compile: bool = False,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        loss = dict(loss or {})
+        build_args = {k: v for k, v in model.items() if k not in NOT_BUILD_ARGS}
+        self.model = build_fcn(**build_args)
+        self.num_classes = self.model.num_classes
+        if class_names is not None and len(class_names) != self.num_classes:
+            raise ConfigError(
+                f"model.num_classes={self.num_classes} but the data has {len(class_names)} "
+                "classes; set model.num_classes to match data.num_classes"
+            )
+        self.class_names = list(class_names or [str(i) for i in range(self.num_classes)])
+        self.ignore_index = ignore_index
+        self.optim_cfg = dict(optim)
+        self.loss_normalize = loss.get("normalize", "sum")
+        self.keep_prob = float(loss.get("keep_prob", 1.0))
+        if not 0 < self.keep_prob <= 1:
+            raise ConfigError(f"loss.keep_prob={self.keep_prob}: must be in (0, 1]")
+        weight = loss.get("class_weight")
+        if weight is not None and len(weight) != self.num_classes:
+            raise ConfigError(
+                f"loss.class_weight has {len(weight)} entries for {self.num_classes} classes"
+            )
+        self.register_buffer(
+            "class_weight", None if weight is None else torch.tensor(weight, dtype=torch.float32)
+        )
+        self.channels_last = channels_last
+        if channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        # Not a submodule: the state dict keeps the plain `model.*` names.
+        self.__dict__["_net"] = torch.compile(self.model) if compile else self.model
+        self.val_metrics = SegmentationMetrics(self.num_classes, ignore_index)
+        self.test_metrics = SegmentationMetrics(self.num_classes, ignore_index)
+        self.last_scores: dict[str, dict[str, Any]] = {}
+
+    def forward(self, images: Tensor) -> Tensor:
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return self._net(images)
+
+    def loss(self, scores: Tensor, labels: Tensor) -> Tensor:
+        return segmentation_loss(
+            scores,
+            labels,
+            normalize=self.loss_normalize,
+            ignore_index=self.ignore_index,
+            class_weight=self.class_weight,
+        )
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        images, labels = batch
+        if self.keep_prob < 1:
+            labels = sample_cells(
+                labels, self.keep_prob, self.model.output_stride, self.ignore_index
+            )
+        loss = self.loss(self(images), labels)
+        self.log("train/loss", loss, prog_bar=True, batch_size=images.shape[0])
+        return loss
+
+    def _eval_step(self, batch: tuple[Tensor, Tensor], stage: str) -> Tensor:
+        images, labels = batch
+        scores = self(images)
+        loss = self.loss(scores, labels)
+        self.log(f"{stage}/loss", loss, batch_size=images.shape[0], sync_dist=True)
+        getattr(self, f"{stage}_metrics").update(scores.detach(), labels)
+        return scores
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        return self._eval_step(batch, "val")
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        return self._eval_step(batch, "test")
+
+    def _log_epoch(self, stage: str) -> None:
+        metric = getattr(self, f"{stage}_metrics")
+        scores = metric.compute()  # already summed over processes
+        for name in METRIC_NAMES:
+            self.log(f"{stage}/{name}", scores[name].float(), prog_bar=name == "mean_iu")
+        iu = scores["iu"].tolist()
+        self.last_scores[stage] = {
+            **{name: scores[name].item() for name in METRIC_NAMES},
+            "iu": dict(zip(self.class_names, iu, strict=True)),
+            "confusion": metric.hist.cpu().clone(),
+            "step": self.global_step,
+        }
+        for name, value in zip(self.class_names, iu, strict=True):
+            if not math.isnan(value):
+                self.log(f"{stage}_iu/{name}", value)
+        metric.reset()
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch("test")
+
+    def configure_optimizers(self):
+        cfg = self.optim_cfg
+        optimizer = build_optimizer(
+            self.model,
+            lr=cfg["lr"],
+            momentum=cfg.get("momentum", 0.99),
+            weight_decay=cfg.get("weight_decay", 5e-4),
+            bias_lr_mult=cfg.get("bias_lr_mult", 2.0),
+        )
+        max_steps = self.trainer.max_steps if self.trainer.max_steps > 0 else -1
+        if max_steps < 0 and cfg.get("schedule", "fixed") == "poly":
+            max_steps = self.trainer.estimated_stepping_batches
+        scheduler = build_schedule(
+            optimizer,
+            schedule=cfg.get("schedule", "fixed"),
+            max_steps=max_steps,
+            power=cfg.get("poly_power", 0.9),
+        )
+        if scheduler is None:
+            return optimizer
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }
+
+
+def load_module(checkpoint: str | Path, **overrides: Any) -> FCNModule:
+    """An FCNModule from a Lightning checkpoint, without re-fetching pretrained weights."""
+    path = Path(checkpoint)
+    loaded = read_checkpoint(path, key="ckpt_path")
+    state = extract_state_dict(loaded, source=f"ckpt_path={path}")
+    hparams = dict(loaded.get("hyper_parameters") or {}) if isinstance(loaded, dict) else {}
+    if "model" not in hparams:
+        raise ConfigError(
+            f"ckpt_path={path}: not a fcn-lightning checkpoint (no model hyperparameters)"
+        )
+    hparams["model"] = {**hparams["model"], "pretrained": False, "init_from": None}
+    hparams.update(overrides)
+    module = FCNModule(**hparams)
+    missing, unexpected = module.load_state_dict(state, strict=False)
+    if [k for k in missing if not k.endswith("class_weight")] or unexpected:
+        raise ConfigError(
+            f"ckpt_path={path}: weights do not fit the model in its hyperparameters "
+            f"(missing {missing[:3]}, unexpected {unexpected[:3]})"
+        )
+    return module

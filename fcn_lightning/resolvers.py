@@ -1,0 +1,18 @@
+"""OmegaConf resolvers the configs use; imported by every entry point before Hydra runs."""
+
+from __future__ import annotations
+
+import secrets
+
+from omegaconf import OmegaConf
+
+
+def register_resolvers() -> None:
+    if OmegaConf.has_resolver("uid"):
+        return
+    # Cached: one value per process, so every use within a run agrees.
+    OmegaConf.register_new_resolver("uid", lambda: secrets.token_hex(3), use_cache=True)
+    OmegaConf.register_new_resolver("mul", lambda a, b: float(a) * float(b))
+
+
+register_resolvers()

@@ -1,0 +1,91 @@
+"""What every entry point shares: one-line user errors, the config tree, loggers, callbacks."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import hydra
+import pytorch_lightning as pl
+import rich.syntax
+import rich.tree
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.loggers import CSVLogger, Logger
+
+from fcn_lightning.errors import ConfigError, FCNError
+
+log = logging.getLogger("fcn_lightning")
+
+
+@contextlib.contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn an `FCNError` into its one-line message on stderr and exit status 2."""
+    try:
+        yield
+    except FCNError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+
+
+def resolved(cfg: DictConfig) -> dict[str, Any]:
+    """The config as plain, fully resolved Python values (what loggers and files get)."""
+    return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+
+
+def print_config(cfg: DictConfig, save_to: Path | None = None) -> None:
+    """Print the resolved config as a tree and keep a copy beside the run."""
+    tree = rich.tree.Tree("config", guide_style="dim")
+    for key, value in cfg.items():
+        text = (
+            OmegaConf.to_yaml(value, resolve=True) if isinstance(value, DictConfig) else str(value)
+        )
+        tree.add(str(key)).add(rich.syntax.Syntax(text, "yaml"))
+    rich.print(tree)
+    if save_to is not None:
+        save_to.mkdir(parents=True, exist_ok=True)
+        (save_to / "config_resolved.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+
+
+def wandb_logged_in() -> bool:
+    """True when W&B has credentials; runs go offline otherwise and never need a network."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    try:
+        import wandb
+
+        return bool(wandb.api.api_key)
+    except Exception:
+        return False
+
+
+def build_loggers(cfg: DictConfig | None, output_dir: Path) -> list[Logger]:
+    """Loggers from the `logger` node; a CSV logger is always added for a local record."""
+    loggers: list[Logger] = []
+    for name, node in (cfg or {}).items():
+        node = OmegaConf.to_container(node, resolve=True)
+        if node.get("mode") == "auto":
+            node["mode"] = "online" if wandb_logged_in() else "offline"
+        try:
+            loggers.append(hydra.utils.instantiate(node))
+        except Exception as error:
+            raise ConfigError(f"logger.{name}: could not be created ({error})") from error
+    if not any(isinstance(logger, CSVLogger) for logger in loggers):
+        loggers.append(CSVLogger(save_dir=str(output_dir), name="csv", version=""))
+    return loggers
+
+
+def build_callbacks(cfg: DictConfig | None) -> list[pl.Callback]:
+    callbacks = []
+    for name, node in (cfg or {}).items():
+        if node is None:
+            continue  # a callback switched off with `callbacks.<name>=null`
+        try:
+            callbacks.append(hydra.utils.instantiate(node))
+        except Exception as error:
+            raise ConfigError(f"callbacks.{name}: could not be created ({error})") from error
+    return callbacks

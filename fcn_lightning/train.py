@@ -1,0 +1,120 @@
+"""Train an FCN: ``python -m fcn_lightning.train model=fcn16s [key=value ...]``.
+
+The data flows one way: config -> DataModule, LightningModule, Trainer -> fit (-> test).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import hydra
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from fcn_lightning import resolvers  # noqa: F401  (registers ${uid:} and ${mul:} for Hydra)
+from fcn_lightning.data.datamodule import SegmentationDataModule, build_datamodule
+from fcn_lightning.errors import ConfigError
+from fcn_lightning.loss import median_frequency_weights
+from fcn_lightning.models import init_from_checkpoint
+from fcn_lightning.module import FCNModule
+from fcn_lightning.runtime import (
+    build_callbacks,
+    build_loggers,
+    log,
+    print_config,
+    resolved,
+    user_errors,
+)
+
+# Trainer-node keys the LightningModule applies itself.
+MODULE_SWITCHES = ("channels_last", "compile")
+
+
+def class_pixel_counts(datamodule: SegmentationDataModule) -> torch.Tensor:
+    """Pixels per class over the training labels (for class balancing)."""
+    from rich.progress import track
+
+    from fcn_lightning.data.readers import read_label
+
+    counts = torch.zeros(datamodule.num_classes, dtype=torch.long)
+    samples = datamodule.samples(datamodule.splits["train"])
+    for sample in track(samples, description="counting class pixels"):
+        label = read_label(sample.label).flatten().long()
+        counts += torch.bincount(label[label < datamodule.num_classes], minlength=len(counts))
+    return counts
+
+
+def build_module(cfg: DictConfig, datamodule: SegmentationDataModule) -> FCNModule:
+    loss = resolved(cfg.loss)
+    balance = loss.pop("class_balance", None)
+    if balance == "median_frequency":
+        loss["class_weight"] = median_frequency_weights(class_pixel_counts(datamodule)).tolist()
+    elif balance is not None:
+        raise ConfigError(f"loss.class_balance={balance!r}: choose null or median_frequency")
+    trainer = resolved(cfg.trainer)
+    return FCNModule(
+        model=resolved(cfg.model),
+        optim=resolved(cfg.optim),
+        loss=loss,
+        class_names=datamodule.class_names,
+        ignore_index=datamodule.ignore_index,
+        normalization=cfg.data.normalization,
+        **{key: trainer.get(key, False) for key in MODULE_SWITCHES},
+    )
+
+
+def resolve_ckpt_path(ckpt_path: str | None, run_dir: Path) -> str | None:
+    """``last`` means this run directory's checkpoints/last.ckpt."""
+    if ckpt_path is None:
+        return None
+    path = run_dir / "checkpoints" / "last.ckpt" if ckpt_path == "last" else Path(ckpt_path)
+    if not path.is_file():
+        raise ConfigError(f"ckpt_path={ckpt_path}: no checkpoint at {path}")
+    return str(path)
+
+
+def build_trainer(cfg: DictConfig, run_dir: Path, **extra: Any) -> pl.Trainer:
+    trainer_cfg = {k: v for k, v in resolved(cfg.trainer).items() if k not in MODULE_SWITCHES}
+    return hydra.utils.instantiate(
+        trainer_cfg,
+        callbacks=build_callbacks(cfg.get("callbacks")),
+        logger=build_loggers(cfg.get("logger"), run_dir),
+        **extra,
+    )
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Fit (and optionally test) one configuration; returns the final metrics."""
+    run_dir = Path(cfg.paths.output_dir)
+    print_config(cfg, save_to=run_dir)
+    pl.seed_everything(cfg.seed, workers=True)
+    datamodule = build_datamodule(cfg.data)
+    module = build_module(cfg, datamodule)
+    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), run_dir)
+    if cfg.model.get("init_from") and ckpt_path is None:
+        report = init_from_checkpoint(module.model, cfg.model.init_from)
+        log.info("model.init_from=%s: %s", cfg.model.init_from, report.summary())
+    trainer = build_trainer(cfg, run_dir)
+    for logger in trainer.loggers:
+        logger.log_hyperparams({"config": resolved(cfg)})
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+    if cfg.get("test"):
+        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        results = trainer.test(module, datamodule=datamodule, ckpt_path=best or None)
+        metrics.update(results[0] if results else {})
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    with user_errors():
+        metrics = train(cfg)
+    log.info("final metrics: %s", OmegaConf.to_yaml(metrics))
+    return metrics.get("val/mean_iu")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,181 @@
+"""The training system end to end on tiny synthetic data: configs, fit, resume, eval, predict."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+from PIL import Image
+
+from fcn_lightning.data.synthetic import ensure_synthetic
+from fcn_lightning.errors import ConfigError
+from fcn_lightning.eval import evaluate
+from fcn_lightning.module import load_module
+from fcn_lightning.predict import predict
+from fcn_lightning.train import train
+from tests.train_helpers import CONF, compose_train
+
+VARIANTS = ["fcn32s", "fcn16s", "fcn8s", "fcn8s_atonce", "pool5", "pool4", "pool3", "fcn32s_fixed"]
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    ensure_synthetic(root / "synthetic", num_train=8, num_val=4, image_size=48, progress=False)
+    return root
+
+
+def group_options(group: str) -> list[str]:
+    # `base` nodes only hold shared defaults for the real options.
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml") if p.stem != "base")
+
+
+@pytest.mark.parametrize(
+    ("group", "option"),
+    [
+        (g, o)
+        for g in ("model", "optim", "loss", "trainer", "logger", "callbacks", "data")
+        for o in group_options(g)
+    ]
+    + [("experiment", o) for o in group_options("experiment")],
+)
+def test_every_config_option_composes_and_resolves(group, option, tmp_path):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("train", overrides=[f"{group}={option}", f"paths.output_dir={tmp_path}"])
+    container = OmegaConf.to_container(cfg, resolve=True)
+    assert container["model"]["num_classes"] == container["data"]["num_classes"]
+    # Hyperparameters stay primitives (no objects), so checkpoints load weights-only.
+    json.dumps({k: container[k] for k in ("model", "optim", "loss")})
+
+
+def test_variant_defaults_are_the_paper_recipe(tmp_path):
+    lrs = {"fcn32s": 1e-10, "fcn16s": 1e-12, "fcn8s": 1e-14, "fcn8s_atonce": 1e-10}
+    for variant, lr in lrs.items():
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            cfg = compose("train", overrides=[f"model={variant}", f"paths.output_dir={tmp_path}"])
+        assert cfg.optim.lr == lr and cfg.optim.momentum == 0.99
+        assert cfg.loss.normalize == "sum" and cfg.data.batch_size == 1
+        assert cfg.data.name == "paper" and cfg.data.normalization == "caffe"
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_fast_dev_run_every_variant(variant, data_dir, tmp_path):
+    cfg = compose_train(data_dir, tmp_path, f"model={variant}", "+trainer.fast_dev_run=true")
+    metrics = train(cfg)
+    assert np.isfinite(metrics["train/loss"])
+
+
+def read_csv_metrics(run_dir: Path) -> list[dict[str, str]]:
+    with open(run_dir / "csv" / "metrics.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def val_rows(rows: list[dict[str, str]]) -> list[dict[str, str]]:
+    return [r for r in rows if r.get("val/mean_iu")]
+
+
+def test_fit_checkpoints_eval_reproduces_and_predict_writes(data_dir, tmp_path):
+    run = tmp_path / "run"
+    cfg = compose_train(
+        data_dir, run, "model=fcn8s", "trainer.max_steps=4", "trainer.val_check_interval=2",
+        "data.batch_size=2", "data.collate=pad", "optim.lr=0.01",
+    )  # fmt: skip
+    train(cfg)
+    ckpts = run / "checkpoints"
+    assert (ckpts / "last.ckpt").is_file()
+    best = [p for p in ckpts.glob("step*.ckpt")]
+    assert len(best) == 1
+    rows = val_rows(read_csv_metrics(run))
+    assert len(rows) == 2  # validated every 2 of 4 steps
+    assert (run / "config_resolved.yaml").is_file()
+    assert sorted((run / "samples").glob("val_step*.png"))
+
+    # The checkpoint holds primitives only.
+    raw = torch.load(ckpts / "last.ckpt", weights_only=True)
+    assert raw["hyper_parameters"]["model"]["variant"] == "fcn8s"
+
+    # eval on the last checkpoint reproduces the last validation.
+    eval_dir = tmp_path / "eval"
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        ecfg = compose(
+            "eval",
+            overrides=[f"ckpt_path={ckpts / 'last.ckpt'}", "num_workers=0", "trainer=cpu",
+                       f"paths.output_dir={eval_dir}"],
+        )  # fmt: skip
+    scores = evaluate(ecfg)
+    last = rows[-1]
+    for name in ("pixel_acc", "mean_acc", "mean_iu", "fw_iu"):
+        assert scores[name] == pytest.approx(float(last[f"val/{name}"]), abs=1e-6)
+    saved = json.loads((eval_dir / "metrics.json").read_text())
+    assert saved["mean_iu"] == pytest.approx(scores["mean_iu"])
+    assert "| class | IU |" in (eval_dir / "metrics.md").read_text()
+
+    # predict: palette PNGs whose values are the argmax of the model's scores.
+    images = data_dir / "synthetic" / "JPEGImages"
+    out = tmp_path / "pred"
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        pcfg = compose(
+            "predict",
+            overrides=[f"ckpt_path={ckpts / 'last.ckpt'}", f"inputs={images}", f"out_dir={out}",
+                       "device=cpu", f"paths.output_dir={tmp_path / 'p'}"],
+        )  # fmt: skip
+    written = predict(pcfg)
+    assert len(written) == 12
+    module = load_module(ckpts / "last.ckpt").eval()
+    first = sorted(images.glob("*.jpg"))[0]
+    mask = Image.open(out / f"{first.stem}.png")
+    assert mask.mode == "P"
+    rgb = np.asarray(Image.open(first).convert("RGB"))
+    x = (
+        torch.from_numpy(rgb).permute(2, 0, 1).float() / 255
+        - torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
+    ) / torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
+    with torch.no_grad():
+        expected = module(x[None]).argmax(1)[0].numpy()
+    np.testing.assert_array_equal(np.asarray(mask), expected)
+    assert (out / f"{first.stem}_overlay.jpg").is_file()
+
+
+def test_resume_continues_at_the_right_step(data_dir, tmp_path):
+    run = tmp_path / "run"
+    base = ["model=fcn32s", "trainer.val_check_interval=2", "optim.lr=0.01"]
+    train(compose_train(data_dir, run, *base, "trainer.max_steps=2"))
+    first = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert first["global_step"] == 2
+    train(compose_train(data_dir, run, *base, "trainer.max_steps=4", "ckpt_path=last"))
+    second = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert second["global_step"] == 4
+    steps = [int(r["step"]) for r in val_rows(read_csv_metrics(run))]
+    assert steps[-1] == 3  # Lightning logs validation at the step index before the count
+
+
+def test_staged_init_from_previous_stage(data_dir, tmp_path):
+    stage1 = tmp_path / "fcn32s"
+    train(compose_train(data_dir, stage1, "model=fcn32s", "optim.lr=0.01"))
+    ckpt = stage1 / "checkpoints" / "last.ckpt"
+    stage2 = tmp_path / "fcn16s"
+    cfg = compose_train(
+        data_dir, stage2, "model=fcn16s", f"model.init_from={ckpt}", "trainer.max_steps=0"
+    )
+    from fcn_lightning.train import build_module
+    from fcn_lightning.models import init_from_checkpoint
+    from fcn_lightning.data.datamodule import build_datamodule
+
+    module = build_module(cfg, build_datamodule(cfg.data))
+    init_from_checkpoint(module.model, ckpt)
+    source = torch.load(ckpt, weights_only=True)["state_dict"]
+    torch.testing.assert_close(module.model.score_fr.weight, source["model.score_fr.weight"])
+    assert torch.count_nonzero(module.model.score_pool4.weight) == 0
+
+
+def test_mismatched_classes_and_missing_checkpoint_are_config_errors(data_dir, tmp_path):
+    with pytest.raises(ConfigError, match="model.num_classes=5"):
+        train(compose_train(data_dir, tmp_path, "model.num_classes=5"))
+    with pytest.raises(ConfigError, match="ckpt_path=last"):
+        train(compose_train(data_dir, tmp_path / "fresh", "ckpt_path=last"))

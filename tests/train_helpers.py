@@ -1,0 +1,62 @@
+"""Composing the real Hydra config for tests: tiny synthetic data, tiny nets, CPU."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, open_dict
+
+from fcn_lightning import resolvers  # noqa: F401
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+
+
+def tiny_overrides(data_dir: Path, out_dir: Path) -> list[str]:
+    return [
+        "data=synthetic",
+        f"paths.data_dir={data_dir}",
+        "data.synthetic.num_train=8",
+        "data.synthetic.num_val=4",
+        "data.synthetic.image_size=48",
+        "data.num_workers=0",
+        "data.normalization=torchvision",
+        "model.pretrained=false",
+        "model.width=0.0625",
+        "model.geometry=aligned",
+        "model.weights=torchvision",
+        "optim=sgd_poly",
+        "loss=mean",
+        "trainer=cpu",
+        "trainer.max_steps=2",
+        "trainer.val_check_interval=2",
+        "trainer.num_sanity_val_steps=0",
+        "trainer.enable_model_summary=false",
+        "logger=csv",
+        f"hydra.run.dir={out_dir}",
+    ]
+
+
+def compose_train(
+    data_dir: Path, out_dir: Path, *overrides: str, config: str = "train"
+) -> DictConfig:
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config, overrides=[*tiny_overrides(data_dir, out_dir), *overrides])
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(out_dir)
+    return cfg
+
+
+def run_module(
+    module: str, *args: str, cwd: Path, timeout: int = 600
+) -> subprocess.CompletedProcess:
+    """Run ``python -m module args`` as a user would, capturing output."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip
