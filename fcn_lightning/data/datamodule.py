@@ -1,0 +1,306 @@
+"""The LightningDataModule: a data preset (`conf/data/*.yaml`) turned into DataLoaders.
+
+Construction only checks the configuration, so a bad value fails before any work and
+building the module never touches the disk. `prepare_data` downloads or generates what is
+missing (when allowed); `setup` reads the split lists and checks that every file is there
+and every count is right, so a broken dataset fails at once with the file named, not an
+hour into training inside a worker.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from fcn_lightning.data.collate import build_collate
+from fcn_lightning.data.readers import IGNORE_INDEX, SegmentationDataset
+from fcn_lightning.data.sampling import SAMPLINGS, build_train_sampler
+from fcn_lightning.data.sources import Roots, ensure_sources
+from fcn_lightning.data.splits import (
+    Sample,
+    check_split,
+    load_class_names,
+    load_split,
+    split_sources,
+)
+from fcn_lightning.data.transforms import build_transforms, crop_hw
+from fcn_lightning.errors import ConfigError, FCNError
+
+
+class SegmentationDataModule(pl.LightningDataModule):
+    """Train / val / test splits of one dataset preset, batched for an FCN.
+
+    Batches are `(images float32 B x 3 x H x W normalised, labels int64 B x H x W)` with
+    `ignore_index` marking void and padding.
+    """
+
+    def __init__(
+        self,
+        *,
+        train_split: str,
+        val_split: str,
+        test_split: str | None = None,
+        name: str = "custom",
+        data_dir: str = "data",
+        expected_counts: Mapping[str, int | None] | None = None,
+        num_classes: int = 21,
+        classes: str = "pascal",
+        ignore_index: int = IGNORE_INDEX,
+        batch_size: int = 1,
+        val_batch_size: int = 1,
+        collate: str = "stack",
+        sampling: str = "replacement",
+        seed: int = 1337,
+        normalization: str = "caffe",
+        hflip: bool = False,
+        scale_range: Sequence[float] | None = None,
+        crop_size: int | Sequence[int] | None = None,
+        translate_px: int = 0,
+        num_workers: int = 2,
+        pin_memory: bool = True,
+        persistent_workers: bool = False,
+        prefetch_factor: int | None = None,
+        download: bool = False,
+        download_mirrors: Sequence[str] = (),
+        generate: bool = False,
+        synthetic: Mapping[str, int] | None = None,
+    ):
+        super().__init__()
+        test_split = test_split or val_split
+        hparams: dict[str, Any] = {
+            "name": name,
+            "data_dir": str(data_dir),
+            "train_split": train_split,
+            "val_split": val_split,
+            "test_split": test_split,
+            "expected_counts": {str(k): v for k, v in (expected_counts or {}).items()},
+            "num_classes": int(num_classes),
+            "classes": classes,
+            "ignore_index": int(ignore_index),
+            "batch_size": int(batch_size),
+            "val_batch_size": int(val_batch_size),
+            "collate": collate,
+            "sampling": sampling,
+            "seed": int(seed),
+            "normalization": normalization,
+            "hflip": bool(hflip),
+            "scale_range": None if scale_range is None else [float(s) for s in scale_range],
+            "crop_size": None if crop_size is None else _int_or_list(crop_size),
+            "translate_px": int(translate_px),
+            "num_workers": int(num_workers),
+            "pin_memory": bool(pin_memory),
+            "persistent_workers": bool(persistent_workers),
+            "prefetch_factor": prefetch_factor,
+            "download": bool(download),
+            "download_mirrors": [str(m) for m in download_mirrors],
+            "generate": bool(generate),
+            "synthetic": None if synthetic is None else dict(synthetic),
+        }
+        self.save_hyperparameters(hparams)
+        self._check_config()
+        h = self.hparams
+        self.train_transforms = build_transforms(
+            normalization=h.normalization,
+            ignore_index=h.ignore_index,
+            hflip=h.hflip,
+            scale_range=h.scale_range,
+            crop_size=h.crop_size,
+            translate_px=h.translate_px,
+        )
+        self.eval_transforms = build_transforms(
+            normalization=h.normalization, ignore_index=h.ignore_index
+        )
+        self.train_dataset: SegmentationDataset | None = None
+        self.val_dataset: SegmentationDataset | None = None
+        self.test_dataset: SegmentationDataset | None = None
+        self._datasets: dict[tuple[str, bool], SegmentationDataset] = {}
+        self._class_names: list[str] | None = None
+
+    def _check_config(self) -> None:
+        h = self.hparams
+        for key in ("train_split", "val_split", "test_split"):
+            try:
+                split_sources(h[key])
+            except ConfigError as err:
+                raise ConfigError(f"data.{key}: {err}") from None
+        if h.sampling not in SAMPLINGS:
+            raise ConfigError(f"data.sampling={h.sampling!r}: choose one of {list(SAMPLINGS)}")
+        build_collate(h.collate)
+        crop_hw(h.crop_size)
+        if not 1 <= h.num_classes <= h.ignore_index:
+            raise ConfigError(
+                f"data.num_classes={h.num_classes} must be between 1 and data.ignore_index="
+                f"{h.ignore_index}"
+            )
+        for key in ("batch_size", "val_batch_size"):
+            if h[key] < 1:
+                raise ConfigError(f"data.{key}={h[key]} must be at least 1")
+        if h.batch_size > 1 and h.collate == "stack" and h.crop_size is None:
+            raise ConfigError(
+                f"data.batch_size={h.batch_size} needs images of one size: set data.collate=pad "
+                "(pad to the largest image; padding is ignored) or data.crop_size (fixed crops)"
+            )
+        if h.val_batch_size > 1 and h.collate == "stack":
+            raise ConfigError(
+                f"data.val_batch_size={h.val_batch_size}: validation images keep their own "
+                "sizes, so set data.collate=pad or data.val_batch_size=1"
+            )
+        if h.num_workers < 0:
+            raise ConfigError(f"data.num_workers={h.num_workers} must be >= 0")
+        if h.generate and h.synthetic is None:
+            raise ConfigError("data.generate=true needs data.synthetic (the generator's settings)")
+
+    # -- what the model and the loggers need ------------------------------------------
+
+    @property
+    def num_classes(self) -> int:
+        return self.hparams.num_classes
+
+    @property
+    def ignore_index(self) -> int:
+        return self.hparams.ignore_index
+
+    @property
+    def class_names(self) -> list[str]:
+        if self._class_names is None:
+            names = load_class_names(self.hparams.classes)
+            if len(names) != self.num_classes:
+                raise ConfigError(
+                    f"data.classes={self.hparams.classes!r} names {len(names)} classes but "
+                    f"data.num_classes={self.num_classes}"
+                )
+            self._class_names = names
+        return self._class_names
+
+    @property
+    def data_dir(self) -> Path:
+        return Path(self.hparams.data_dir).expanduser()
+
+    @property
+    def splits(self) -> dict[str, str]:
+        """Stage -> split name."""
+        h = self.hparams
+        return {"train": h.train_split, "val": h.val_split, "test": h.test_split}
+
+    def expected_count(self, split: str) -> int | None:
+        return self.hparams.expected_counts.get(split)
+
+    # -- Lightning hooks ----------------------------------------------------------------
+
+    def prepare_data(self) -> None:
+        if self.hparams.generate:
+            from fcn_lightning.data.synthetic import ensure_synthetic
+
+            ensure_synthetic(self.data_dir / "synthetic", **self.hparams.synthetic)
+        if self.hparams.download:
+            sources = dict.fromkeys(s for n in self.splits.values() for s in split_sources(n))
+            roots = Roots(self.data_dir)
+            ensure_sources(list(sources), roots, mirrors=self.hparams.download_mirrors)
+
+    def samples(self, split: str) -> list[Sample]:
+        """The checked samples of split `split` (lists read, files present, count right)."""
+        samples = load_split(split, Roots(self.data_dir))
+        check_split(split, samples, self.expected_count(split))
+        return samples
+
+    def setup(self, stage: str | None = None) -> None:
+        _ = self.class_names  # a class list that does not fit fails here, before any work
+        if stage in (None, "fit"):
+            self.train_dataset = self._dataset("train")
+        if stage in (None, "fit", "validate"):
+            self.val_dataset = self._dataset("val")
+        if stage in (None, "test"):
+            self.test_dataset = self._dataset("test")
+
+    def _dataset(self, stage: str) -> SegmentationDataset:
+        split, train = self.splits[stage], stage == "train"
+        if (split, train) not in self._datasets:  # val and test often share one split
+            self._datasets[split, train] = SegmentationDataset(
+                self.samples(split),
+                num_classes=self.num_classes,
+                ignore_index=self.ignore_index,
+                transforms=self.train_transforms if train else self.eval_transforms,
+            )
+        return self._datasets[split, train]
+
+    def train_dataloader(self) -> DataLoader:
+        h = self.hparams
+        dataset = self._ready("train_dataset", "fit")
+        return DataLoader(
+            dataset,
+            batch_size=h.batch_size,
+            sampler=build_train_sampler(h.sampling, len(dataset), seed=h.seed),
+            collate_fn=build_collate(h.collate, ignore_index=h.ignore_index),
+            **self._loader_options(),
+        )
+
+    def val_dataloader(self) -> DataLoader:
+        return self._eval_loader(self._ready("val_dataset", "validate"))
+
+    def test_dataloader(self) -> DataLoader:
+        return self._eval_loader(self._ready("test_dataset", "test"))
+
+    def _eval_loader(self, dataset: Dataset) -> DataLoader:
+        h = self.hparams
+        return DataLoader(
+            dataset,
+            batch_size=h.val_batch_size,
+            sampler=_eval_sampler(dataset),
+            collate_fn=build_collate(h.collate, ignore_index=h.ignore_index),
+            **self._loader_options(),
+        )
+
+    def _ready(self, attribute: str, stage: str) -> SegmentationDataset:
+        if getattr(self, attribute) is None:
+            self.setup(stage)
+        return getattr(self, attribute)
+
+    def _loader_options(self) -> dict[str, Any]:
+        h = self.hparams
+        workers = h.num_workers
+        options: dict[str, Any] = {
+            "num_workers": workers,
+            # Pinning only pays (and only works without a warning) with a GPU to copy to.
+            "pin_memory": h.pin_memory and torch.cuda.is_available(),
+            "persistent_workers": h.persistent_workers and workers > 0,
+        }
+        if workers > 0 and h.prefetch_factor is not None:
+            options["prefetch_factor"] = h.prefetch_factor
+        return options
+
+
+def _eval_sampler(dataset: Dataset) -> Sampler | None:
+    """Under DDP, each image on exactly one rank: Lightning's default DistributedSampler
+    repeats images to even out the ranks, and repeated images would change the metrics."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return None  # Lightning falls back to sequential order
+    if torch.distributed.get_world_size() == 1:
+        return None
+    return UnrepeatedDistributedSampler(dataset, shuffle=False)
+
+
+def build_datamodule(cfg: Any) -> SegmentationDataModule:
+    """Instantiate the `data` config node, re-raising our own errors as they are.
+
+    Hydra wraps any error raised while instantiating in an InstantiationException with a
+    multi-line message; a configuration mistake should reach the user as its one line.
+    """
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    try:
+        return instantiate(cfg)
+    except InstantiationException as err:
+        if isinstance(err.__cause__, FCNError):
+            raise err.__cause__ from None
+        raise
+
+
+def _int_or_list(value: int | Sequence[int]) -> int | list[int]:
+    return value if isinstance(value, int) else list(value)

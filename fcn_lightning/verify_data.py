@@ -1,0 +1,225 @@
+"""Check a dataset before training on it: every image/label pair of every split of a preset.
+
+    python -m fcn_lightning.verify_data data=paper paths.data_dir=/datasets
+
+For each split: the list is readable and not empty, its count matches a full download,
+every file exists and decodes, image and label sizes match, and label values are classes
+or 255. Prints per-split counts and the class pixel histogram, then every problem as
+`file: what is wrong`. Exit status: 0 clean, 1 problems found, 2 unusable configuration.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import hydra
+import numpy as np
+import torch
+from omegaconf import DictConfig
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from torch.utils.data import DataLoader, Dataset
+
+from fcn_lightning.data.datamodule import SegmentationDataModule, build_datamodule
+from fcn_lightning.data.readers import SampleError, read_image, read_label, stray_values
+from fcn_lightning.data.sources import Roots, get_source, missing_message
+from fcn_lightning.data.splits import Sample, load_split, missing_files, split_sources
+from fcn_lightning.errors import DataError, FCNError
+from fcn_lightning.runtime import CONF_DIR
+
+
+@dataclass
+class SplitReport:
+    name: str
+    stages: list[str]
+    count: int = 0  # IDs in the list
+    expected: int | None = None
+    readable: int = 0  # pairs that decoded and passed every check
+    histogram: np.ndarray = field(default_factory=lambda: np.zeros(256, dtype=np.int64))
+
+
+@dataclass
+class VerifyResult:
+    splits: list[SplitReport]
+    problems: list[str]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+class _PairCheck(Dataset):
+    """Checks one pair per item, in DataLoader workers: (problems, label value counts)."""
+
+    def __init__(self, samples: Sequence[Sample], num_classes: int, ignore_index: int):
+        self.samples = list(samples)
+        self.num_classes = num_classes
+        self.ignore_index = ignore_index
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[list[str], torch.Tensor | None]:
+        sample = self.samples[index]
+        problems = []
+        image = label = None
+        try:
+            image = read_image(sample.image)
+        except SampleError as err:
+            problems.append(str(err))
+        try:
+            label = read_label(sample.label)
+        except SampleError as err:
+            problems.append(str(err))
+        if image is None or label is None:
+            return problems, None
+        ih, iw = image.shape[-2:]
+        lh, lw = label.shape[-2:]
+        if (ih, iw) != (lh, lw):
+            problems.append(f"{sample.label}: label is {lh}x{lw} but image is {ih}x{iw} (HxW)")
+        stray = stray_values(label, self.num_classes, self.ignore_index)
+        if stray:
+            problems.append(
+                f"{sample.label}: label values {stray} are neither classes "
+                f"0..{self.num_classes - 1} nor {self.ignore_index}"
+            )
+        histogram = torch.bincount(label.flatten().long(), minlength=256)
+        return problems, (None if problems else histogram)
+
+
+def _unbatched(item):
+    return item
+
+
+def _stages_by_split(dm: SegmentationDataModule) -> dict[str, list[str]]:
+    by_split: dict[str, list[str]] = {}
+    for stage, split in dm.splits.items():
+        by_split.setdefault(split, []).append(stage)
+    return by_split
+
+
+def check_split(
+    report: SplitReport,
+    dm: SegmentationDataModule,
+    num_workers: int,
+    progress: Progress,
+) -> list[str]:
+    """Fill `report` for one split and return its problems."""
+    roots = Roots(dm.data_dir)
+    report.expected = dm.expected_count(report.name)
+    absent = [s for s in split_sources(report.name) if roots.find(s) is None]
+    if absent:  # every missing dataset at once, not one per run
+        return [missing_message(get_source(s), roots.data_dir) for s in absent]
+    try:
+        samples = load_split(report.name, roots)
+    except DataError as err:
+        return [str(err)]
+    problems = []
+    report.count = len(samples)
+    if report.expected is not None and report.count != report.expected:
+        problems.append(
+            f"split {report.name}: {report.count} IDs, a full download has {report.expected} "
+            f"(data.expected_counts.{report.name}): complete the download, or set "
+            f"data.expected_counts.{report.name}=null to accept it"
+        )
+    seen: set[str] = set()
+    for sample in samples:
+        if sample.id in seen:
+            problems.append(f"split {report.name}: ID {sample.id} is listed more than once")
+        seen.add(sample.id)
+    missing = missing_files(samples)
+    problems += [f"{path}: {what}" for path, what in missing]
+    gone = {path for path, _ in missing}
+    present = [s for s in samples if s.image not in gone and s.label not in gone]
+    loader = DataLoader(
+        _PairCheck(present, dm.num_classes, dm.ignore_index),
+        batch_size=None,
+        num_workers=num_workers,
+        collate_fn=_unbatched,
+    )
+    task = progress.add_task(f"checking {report.name}", total=len(present))
+    for pair_problems, histogram in loader:
+        problems += pair_problems
+        if histogram is not None:
+            report.readable += 1
+            report.histogram += histogram.numpy()
+        progress.advance(task)
+    return problems
+
+
+def verify_data(cfg: DictConfig) -> VerifyResult:
+    """Check every split of the data preset in `cfg.data`; print the report."""
+    dm = build_datamodule(cfg.data)
+    dm.prepare_data()  # downloads or generates, when the preset allows it
+    class_names = dm.class_names
+    reports = [SplitReport(name, stages) for name, stages in _stages_by_split(dm).items()]
+    problems: list[str] = []
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+    )
+    with progress:
+        for report in reports:
+            problems += check_split(report, dm, int(cfg.get("num_workers", 0)), progress)
+    problems = list(dict.fromkeys(problems))  # splits sharing a missing root say it once
+    print_report(reports, class_names, dm.ignore_index, Console())
+    for problem in problems:
+        print(f"problem: {problem}", file=sys.stderr)
+    if problems:
+        print(f"{len(problems)} problem{'s' * (len(problems) > 1)} found", file=sys.stderr)
+    return VerifyResult(reports, problems)
+
+
+def print_report(
+    reports: list[SplitReport], class_names: list[str], ignore_index: int, console: Console
+) -> None:
+    counts = Table(title="splits")
+    for column in ("split", "used for", "images", "expected", "ok"):
+        counts.add_column(column, justify="left" if column in ("split", "used for") else "right")
+    for r in reports:
+        expected = "-" if r.expected is None else str(r.expected)
+        counts.add_row(r.name, ", ".join(r.stages), str(r.count), expected, str(r.readable))
+    console.print(counts)
+    if not any(r.readable for r in reports):
+        return
+
+    pixels = Table(title="label pixels per class (readable pairs)")
+    pixels.add_column("index", justify="right")
+    pixels.add_column("class")
+    for r in reports:
+        pixels.add_column(r.name, justify="right")
+        pixels.add_column("%", justify="right")
+    rows = [(str(i), name, i) for i, name in enumerate(class_names)]
+    rows.append((str(ignore_index), "(ignore)", ignore_index))
+    for index, name, value in rows:
+        cells = []
+        for r in reports:
+            total = int(r.histogram.sum())
+            count = int(r.histogram[value])
+            cells += [str(count), f"{100 * count / total:.2f}" if total else "-"]
+        pixels.add_row(index, name, *cells)
+    console.print(pixels)
+
+
+# The repository's conf/, as an absolute path: a relative one would make Hydra look for a
+# Python package "conf" whenever this module is imported rather than run as a script.
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="verify_data")
+def main(cfg: DictConfig) -> None:
+    try:
+        result = verify_data(cfg)
+    except FCNError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    sys.exit(0 if result.ok else 1)
+
+
+if __name__ == "__main__":
+    main()

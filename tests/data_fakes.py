@@ -1,0 +1,187 @@
+"""Fake PASCAL VOC and SBD trees in their real formats, written without the package's code.
+
+Images are tiny; every label is kept in memory so tests can compare what the package
+reads with what was written. Images are drawn from their labels (one colour per class),
+so a test can also tell whether image and label still line up.
+"""
+
+from __future__ import annotations
+
+import functools
+import tarfile
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import scipy.io
+from PIL import Image
+
+SIZES = [(12, 16), (16, 12), (10, 14)]  # (height, width): unequal on purpose
+VOID_COLOUR = (224, 224, 192)
+
+
+@functools.cache
+def voc_palette() -> tuple[int, ...]:
+    """The VOC devkit colour map, written out again here on purpose."""
+    palette = []
+    for index in range(256):
+        r = g = b = 0
+        c = index
+        for shift in range(7, -1, -1):
+            r |= (c & 1) << shift
+            g |= ((c >> 1) & 1) << shift
+            b |= ((c >> 2) & 1) << shift
+            c >>= 3
+        palette += [r, g, b]
+    return tuple(palette)
+
+
+@functools.cache
+def class_colours(num_classes: int = 21) -> np.ndarray:
+    """Well separated colours per class (survive JPEG on 4 px blocks)."""
+    rng = np.random.default_rng(1234)
+    colours = [rng.integers(0, 256, 3)]
+    while len(colours) < num_classes:
+        c = rng.integers(0, 256, 3)
+        if min(np.abs(c - o).sum() for o in colours) > 120:
+            colours.append(c)
+    return np.array(colours, dtype=np.uint8)
+
+
+def make_label(rng: np.random.Generator, height: int, width: int, num_classes: int = 21):
+    """Blocks of random classes with a void (255) band like VOC's on some block edges."""
+    blocks = rng.integers(0, num_classes, ((height + 3) // 4, (width + 3) // 4))
+    label = np.kron(blocks, np.ones((4, 4), dtype=np.int64))[:height, :width].astype(np.uint8)
+    label[:, 0] = 255
+    return label
+
+
+def image_from_label(label: np.ndarray, num_classes: int = 21) -> np.ndarray:
+    colours = np.concatenate([class_colours(num_classes), [VOID_COLOUR]]).astype(np.uint8)
+    index = np.where(label == 255, num_classes, label).astype(np.int64)
+    return colours[index]
+
+
+def write_jpeg(path: Path, rgb: np.ndarray, mode: str = "RGB") -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(rgb).convert(mode).save(path, "JPEG", quality=95)
+
+
+def write_palette_png(path: Path, label: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    png = Image.fromarray(label, mode="P")
+    png.putpalette(list(voc_palette()))
+    png.save(path)
+
+
+def write_sbd_mat(path: Path, label: np.ndarray) -> None:
+    """A MATLAB struct as SBD ships it: GTcls with Segmentation, Boundaries, CategoriesPresent."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    present = np.unique(label[label != 255]).astype(np.uint8).reshape(-1, 1)
+    gtcls = {"Segmentation": label, "Boundaries": np.zeros((21, 1), object)}
+    gtcls["CategoriesPresent"] = present
+    scipy.io.savemat(path, {"GTcls": gtcls})
+
+
+def write_list(path: Path, ids: Iterable[str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(f"{i}\n" for i in ids))
+
+
+def fake_ids(start: int, count: int, year: int = 2008) -> list[str]:
+    return [f"{year}_{i:06d}" for i in range(start, start + count)]
+
+
+class FakeTree:
+    """Labels written so far, by (source name, id)."""
+
+    def __init__(self, data_dir: Path, seed: int = 0):
+        self.data_dir = Path(data_dir)
+        self.rng = np.random.default_rng(seed)
+        self.labels: dict[tuple[str, str], np.ndarray] = {}
+
+    def _pair(self, index: int, num_classes: int):
+        h, w = SIZES[index % len(SIZES)]
+        label = make_label(self.rng, h, w, num_classes)
+        return label, image_from_label(label, num_classes)
+
+    def voc(
+        self,
+        splits: dict[str, list[str]],
+        rel: str = "VOCdevkit/VOC2012",
+        name: str = "voc2012",
+        num_classes: int = 21,
+    ) -> Path:
+        root = self.data_dir / rel
+        ids = dict.fromkeys(i for members in splits.values() for i in members)
+        for n, i in enumerate(ids):
+            label, image = self._pair(n, num_classes)
+            write_jpeg(root / "JPEGImages" / f"{i}.jpg", image)
+            write_palette_png(root / "SegmentationClass" / f"{i}.png", label)
+            self.labels[name, i] = label
+        for split, members in splits.items():
+            write_list(root / "ImageSets" / "Segmentation" / f"{split}.txt", members)
+        return root
+
+    def sbd(self, splits: dict[str, list[str]]) -> Path:
+        root = self.data_dir / "benchmark_RELEASE" / "dataset"
+        ids = dict.fromkeys(i for members in splits.values() for i in members)
+        for n, i in enumerate(ids):
+            label = make_label(self.rng, *SIZES[(n + 1) % len(SIZES)])
+            label[label == 255] = 0  # SBD has no void band
+            write_jpeg(root / "img" / f"{i}.jpg", image_from_label(label))
+            write_sbd_mat(root / "cls" / f"{i}.mat", label)
+            self.labels["sbd", i] = label
+        for split, members in splits.items():
+            write_list(root / f"{split}.txt", members)
+        return root
+
+
+def make_tar(archive: Path, source_dir: Path, members: Iterable[str]) -> Path:
+    """Pack `members` (paths relative to `source_dir`) as the real archives do."""
+    mode = "w:gz" if archive.name.endswith((".tgz", ".tar.gz")) else "w"
+    with tarfile.open(archive, mode) as tf:
+        for member in members:
+            tf.add(source_dir / member, arcname=member)
+    return archive
+
+
+REPO = Path(__file__).resolve().parents[1]
+SHIPPED_SEG11VALID = REPO / "fcn_lightning" / "resources" / "pascal" / "seg11valid.txt"
+
+
+class PaperTree(FakeTree):
+    """Every preset's sources, small, except seg11valid's 736 images (its real count).
+
+    VOC2011 val = seg11valid + `leaked` (also in SBD train), as in the real datasets.
+    """
+
+    def __init__(self, data_dir: Path):
+        super().__init__(data_dir, seed=1)
+        self.seg11valid = SHIPPED_SEG11VALID.read_text().split()
+        self.leaked = fake_ids(500, 3, 2011)
+        self.sbd_train = fake_ids(100, 5) + self.leaked
+        self.sbd_val = fake_ids(200, 2)
+        self.voc12_train = fake_ids(300, 2) + self.sbd_train[:1]  # one with both labels
+        self.voc12_val = fake_ids(400, 1) + self.sbd_val[:1]  # one SBD val image is VOC val
+        self.voc({"val": self.seg11valid + self.leaked}, "VOCdevkit/VOC2011", "voc2011")
+        self.voc({"train": self.voc12_train, "val": self.voc12_val})
+        self.sbd({"train": self.sbd_train, "val": self.sbd_val})
+
+
+_PAPER_TREES: dict[str, PaperTree] = {}
+
+
+def paper_tree(tmp_path_factory) -> PaperTree:
+    """One PaperTree per test process (it takes a few seconds to write); do not modify."""
+    if "tree" not in _PAPER_TREES:
+        _PAPER_TREES["tree"] = PaperTree(tmp_path_factory.mktemp("paper"))
+    return _PAPER_TREES["tree"]
+
+
+def compose_config(overrides=(), config_name: str = "verify_data"):
+    """The repository's real Hydra config, composed as the entry points compose it."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        return compose(config_name, overrides=list(overrides))
