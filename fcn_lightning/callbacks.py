@@ -42,7 +42,9 @@ class SegmentationSamples(pl.Callback):
             rgb = norm.invert(image[:, :h, :w]).permute(1, 2, 0).cpu().numpy()
             self.rows.append((rgb, label[:h, :w].cpu().numpy(), pred[:h, :w].cpu().numpy()))
 
-    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+    def on_validation_end(self, trainer, pl_module) -> None:
+        # Not on_validation_epoch_end: Lightning calls callbacks' epoch-end hooks before the
+        # module's, which is where this validation's scores are computed.
         if trainer.sanity_checking or not self.rows or not trainer.is_global_zero:
             return
         step = trainer.global_step
@@ -59,7 +61,7 @@ class SegmentationSamples(pl.Callback):
 def _log_to_wandb(logger: WandbLogger, rows, scores, class_names: list[str], step: int) -> None:
     import wandb
 
-    labels = dict(enumerate(class_names))
+    labels = {**dict(enumerate(class_names)), 255: "void"}
     images = [
         wandb.Image(
             image,
@@ -68,7 +70,7 @@ def _log_to_wandb(logger: WandbLogger, rows, scores, class_names: list[str], ste
                 "ground_truth": {"mask_data": truth.astype(np.uint8), "class_labels": labels},
             },
         )
-        for image, truth, pred in rows
+        for image, truth, pred in _same_size(rows)
     ]
     payload = {"val/samples": images}
     if scores is not None:
@@ -79,6 +81,25 @@ def _log_to_wandb(logger: WandbLogger, rows, scores, class_names: list[str], ste
             confusion_image(scores["confusion"], class_names)
         )
     logger.experiment.log({**payload, "trainer/global_step": step})
+
+
+def _same_size(rows):
+    """Pad samples to one size (black image, void masks): W&B shows a list of images of
+    unequal sizes incorrectly."""
+    height = max(image.shape[0] for image, _, _ in rows)
+    width = max(image.shape[1] for image, _, _ in rows)
+    padded = []
+    for image, truth, pred in rows:
+        h, w = truth.shape
+        canvas = np.zeros((height, width, 3), dtype=image.dtype)
+        canvas[:h, :w] = image
+        masks = []
+        for mask in (truth, pred):
+            full = np.full((height, width), 255, dtype=np.uint8)
+            full[:h, :w] = mask
+            masks.append(full)
+        padded.append((canvas, *masks))
+    return padded
 
 
 def confusion_image(hist, class_names: list[str]) -> np.ndarray:

@@ -16,7 +16,16 @@ from fcn_lightning.data.datamodule import SegmentationDataModule, build_datamodu
 from fcn_lightning.errors import ConfigError
 from fcn_lightning.models.checkpoints import read_checkpoint
 from fcn_lightning.module import METRIC_NAMES, load_module
-from fcn_lightning.runtime import log, resolved, user_errors
+from fcn_lightning.runtime import (
+    CONF_DIR,
+    isolated_job,
+    log,
+    prepare_ddp_relaunch,
+    resolved,
+    user_errors,
+)
+
+DEVICE_KEYS = ("accelerator", "devices", "num_nodes", "strategy", "precision")
 
 
 def eval_datamodule(cfg: DictConfig, checkpoint: dict[str, Any]) -> SegmentationDataModule:
@@ -65,14 +74,15 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             f"ckpt_path={cfg.ckpt_path} predicts {module.num_classes} classes but the data "
             f"has {datamodule.num_classes}; choose matching data"
         )
+    # Devices and strategy from the trainer node, so `trainer=ddp_cpu` or `trainer=ddp`
+    # scores a split with several processes (each image on exactly one of them).
     trainer_cfg = resolved(cfg.trainer)
     trainer = pl.Trainer(
-        accelerator=trainer_cfg["accelerator"],
-        devices=1,
-        precision=trainer_cfg["precision"],
+        **{k: trainer_cfg[k] for k in DEVICE_KEYS if k in trainer_cfg},
         logger=False,
         enable_checkpointing=False,
     )
+    prepare_ddp_relaunch()
     trainer.validate(module, datamodule=datamodule, verbose=False)
     scores = {k: v for k, v in module.last_scores["val"].items() if k != "confusion"}
     scores.update(
@@ -80,6 +90,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         split=datamodule.hparams.val_split,
         step=int(checkpoint.get("global_step", 0)),
     )
+    if not trainer.is_global_zero:
+        return scores
     run_dir = Path(cfg.paths.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "metrics.json").write_text(json.dumps(scores, indent=2))
@@ -90,9 +102,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     return scores
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="eval")
 def main(cfg: DictConfig) -> None:
-    with user_errors():
+    with user_errors(), isolated_job():
         evaluate(cfg)
 
 

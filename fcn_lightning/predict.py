@@ -20,7 +20,7 @@ from fcn_lightning.data.readers import read_image
 from fcn_lightning.errors import DataError
 from fcn_lightning.module import load_module
 from fcn_lightning.normalization import get_input_norm
-from fcn_lightning.runtime import log, user_errors
+from fcn_lightning.runtime import CONF_DIR, log, user_errors
 from fcn_lightning.visualize import overlay, palette_image
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm"}
@@ -83,7 +83,7 @@ def predict(cfg: DictConfig) -> list[Path]:
     return written
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="predict")
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="predict")
 def main(cfg: DictConfig) -> None:
     with user_errors():
         predict(cfg)

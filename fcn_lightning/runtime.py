@@ -14,12 +14,16 @@ import hydra
 import pytorch_lightning as pl
 import rich.syntax
 import rich.tree
-from omegaconf import DictConfig, OmegaConf
+import torch
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from pytorch_lightning.loggers import CSVLogger, Logger
 
 from fcn_lightning.errors import ConfigError, FCNError
 
 log = logging.getLogger("fcn_lightning")
+# The repo's Hydra config tree, as an absolute path: entry points then work whether they
+# run with `python -m` or are imported and called.
+CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 
 @contextlib.contextmanager
@@ -89,3 +93,50 @@ def build_callbacks(cfg: DictConfig | None) -> list[pl.Callback]:
         except Exception as error:
             raise ConfigError(f"callbacks.{name}: could not be created ({error})") from error
     return callbacks
+
+
+def prepare_ddp_relaunch() -> None:
+    """Make Lightning's DDP re-launch of ranks 1.. safe inside a Hydra multirun job.
+
+    Lightning starts the other ranks by re-running this process's command line with
+    ``hydra.run.dir`` set to the run directory. In a multirun job that command line holds
+    ``-m`` and the whole sweep, so each rank would start a sweep of its own, and ``run.dir``
+    is not this job's directory. Rewrite both to this one job: its own overrides, its own
+    output directory.
+    """
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized():
+        return
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode != RunMode.MULTIRUN:
+        return
+    sys.argv = [sys.argv[0], *hydra_cfg.overrides.task]
+    with read_write(hydra_cfg), open_dict(hydra_cfg):
+        hydra_cfg.run.dir = hydra_cfg.runtime.output_dir
+
+
+@contextlib.contextmanager
+def isolated_job() -> Iterator[None]:
+    """Leave no DDP state behind for the next job of a multirun: Lightning keeps the process
+    group open and its rendezvous variables (MASTER_PORT, WORLD_SIZE, ...) in os.environ,
+    and a second job would reuse them and wait for the first job's peers."""
+    environ = dict(os.environ)
+    try:
+        yield
+    finally:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+        os.environ.clear()
+        os.environ.update(environ)
+
+
+def finish_wandb(loggers: list[Logger]) -> None:
+    """End this job's W&B run, so the next job of a multirun gets a run of its own (a W&B
+    run otherwise lasts until the process exits)."""
+    from pytorch_lightning.loggers import WandbLogger
+
+    for logger in loggers:
+        if isinstance(logger, WandbLogger) and logger._experiment is not None:
+            logger.experiment.finish()

@@ -20,9 +20,13 @@ from fcn_lightning.loss import median_frequency_weights
 from fcn_lightning.models import init_from_checkpoint
 from fcn_lightning.module import FCNModule
 from fcn_lightning.runtime import (
+    CONF_DIR,
     build_callbacks,
     build_loggers,
+    finish_wandb,
+    isolated_job,
     log,
+    prepare_ddp_relaunch,
     print_config,
     resolved,
     user_errors,
@@ -96,21 +100,26 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if cfg.model.get("init_from") and ckpt_path is None:
         report = init_from_checkpoint(module.model, cfg.model.init_from)
         log.info("model.init_from=%s: %s", cfg.model.init_from, report.summary())
+    prepare_ddp_relaunch()
     trainer = build_trainer(cfg, run_dir)
     for logger in trainer.loggers:
         logger.log_hyperparams({"config": resolved(cfg)})
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
-    if cfg.get("test"):
-        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-        results = trainer.test(module, datamodule=datamodule, ckpt_path=best or None)
-        metrics.update(results[0] if results else {})
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+        if cfg.get("test"):
+            checkpoint = trainer.checkpoint_callback
+            best = checkpoint.best_model_path if checkpoint else ""
+            results = trainer.test(module, datamodule=datamodule, ckpt_path=best or None)
+            metrics.update(results[0] if results else {})
+    finally:
+        finish_wandb(trainer.loggers)
     return metrics
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    with user_errors():
+    with user_errors(), isolated_job():
         metrics = train(cfg)
     log.info("final metrics: %s", OmegaConf.to_yaml(metrics))
     return metrics.get("val/mean_iu")

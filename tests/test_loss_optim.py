@@ -129,9 +129,9 @@ def test_poly_schedule_and_bad_values():
         opt.step()
         schedule.step()
     assert opt.param_groups[0]["lr"] == pytest.approx(0.5**0.9)
-    with pytest.raises(ConfigError, match="optim.schedule"):
+    with pytest.raises(ConfigError, match=r"optim\.schedule"):
         build_schedule(opt, schedule="cosine", max_steps=10)
-    with pytest.raises(ConfigError, match="optim.lr"):
+    with pytest.raises(ConfigError, match=r"optim\.lr"):
         build_optimizer(layer, lr=0, momentum=0.9, weight_decay=0)
-    with pytest.raises(ConfigError, match="loss.normalize"):
+    with pytest.raises(ConfigError, match=r"loss\.normalize"):
         segmentation_loss(torch.zeros(1, 2, 1, 1), torch.zeros(1, 1, 1), normalize="avg")

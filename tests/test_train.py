@@ -163,9 +163,9 @@ def test_staged_init_from_previous_stage(data_dir, tmp_path):
     cfg = compose_train(
         data_dir, stage2, "model=fcn16s", f"model.init_from={ckpt}", "trainer.max_steps=0"
     )
-    from fcn_lightning.train import build_module
-    from fcn_lightning.models import init_from_checkpoint
     from fcn_lightning.data.datamodule import build_datamodule
+    from fcn_lightning.models import init_from_checkpoint
+    from fcn_lightning.train import build_module
 
     module = build_module(cfg, build_datamodule(cfg.data))
     init_from_checkpoint(module.model, ckpt)
@@ -175,7 +175,7 @@ def test_staged_init_from_previous_stage(data_dir, tmp_path):
 
 
 def test_mismatched_classes_and_missing_checkpoint_are_config_errors(data_dir, tmp_path):
-    with pytest.raises(ConfigError, match="model.num_classes=5"):
+    with pytest.raises(ConfigError, match=r"model\.num_classes=5"):
         train(compose_train(data_dir, tmp_path, "model.num_classes=5"))
     with pytest.raises(ConfigError, match="ckpt_path=last"):
         train(compose_train(data_dir, tmp_path / "fresh", "ckpt_path=last"))

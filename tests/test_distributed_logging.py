@@ -1,0 +1,108 @@
+"""Processes and records: DDP on CPU equals one process, multirun + DDP makes one run per
+sweep point, and an offline W&B run holds the logged metrics."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from fcn_lightning.data.synthetic import ensure_synthetic
+from fcn_lightning.train import train
+from tests.train_helpers import compose_train, run_module, tiny_overrides
+from tests.wandb_records import history, read_records, run_info
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    # An odd number of validation images: a sampler that pads ranks would count one twice.
+    ensure_synthetic(root / "synthetic", num_train=8, num_val=5, image_size=48, progress=False)
+    return root
+
+
+def cli_overrides(data_dir, out_dir):
+    keep = [o for o in tiny_overrides(data_dir, out_dir) if not o.startswith("hydra.run.dir")]
+    return [o.replace("num_val=4", "num_val=5") for o in keep]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(data_dir, tmp_path_factory):
+    run = tmp_path_factory.mktemp("run")
+    train(compose_train(data_dir, run, "data.synthetic.num_val=5", "optim.lr=0.05", "model=fcn16s"))
+    return run / "checkpoints" / "last.ckpt"
+
+
+def test_ddp_cpu_validation_equals_single_process(checkpoint, data_dir, tmp_path):
+    results = {}
+    for trainer in ("cpu", "ddp_cpu"):
+        out = tmp_path / trainer
+        done = run_module(
+            "fcn_lightning.eval", f"ckpt_path={checkpoint}", f"trainer={trainer}", "num_workers=0",
+            f"data_dir={data_dir}", f"hydra.run.dir={out}", cwd=tmp_path,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr[-3000:]
+        results[trainer] = json.loads((out / "metrics.json").read_text())
+    assert "MEMBER: 2/2" in done.stderr + done.stdout  # two processes really ran
+    single, ddp = results["cpu"], results["ddp_cpu"]
+    assert single["mean_iu"] > 0
+    for name in ("pixel_acc", "mean_acc", "mean_iu", "fw_iu"):
+        assert ddp[name] == pytest.approx(single[name], abs=1e-9), name
+    assert ddp["iu"] == pytest.approx(single["iu"], nan_ok=True)
+
+
+def test_multirun_with_ddp_makes_exactly_one_run_per_point(data_dir, tmp_path):
+    logs, sweep = tmp_path / "logs", tmp_path / "sweep"
+    done = run_module(
+        "fcn_lightning.train", "-m", *cli_overrides(data_dir, tmp_path), "trainer=ddp_cpu",
+        "seed=1,2", "trainer.max_steps=2", "trainer.val_check_interval=2",
+        "trainer.num_sanity_val_steps=0", f"paths.log_dir={logs}", f"hydra.sweep.dir={sweep}",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir())
+    assert jobs == ["0_fcn32s", "1_fcn32s"]
+    for job in jobs:
+        assert (sweep / job / "checkpoints" / "last.ckpt").is_file()
+        with open(sweep / job / "csv" / "metrics.csv") as f:
+            assert any(row.get("val/mean_iu") for row in csv.DictReader(f))
+    # The re-launched rank-1 processes joined their job instead of starting runs of their own.
+    assert not logs.exists() or not any(logs.rglob("*.ckpt"))
+    assert (done.stdout + done.stderr).count("MEMBER: 2/2") == 2
+
+
+def test_offline_wandb_run_holds_the_logged_metrics(data_dir, tmp_path, monkeypatch):
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))  # not logged in
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb-config"))
+    cfg = compose_train(
+        data_dir, tmp_path, "logger=many", "data.synthetic.num_val=5", "group=study", "tags=[t1]"
+    )
+    metrics = train(cfg)
+    runs = list((tmp_path / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1, "expected one offline W&B run (no network, not logged in)"
+    records = read_records(next(runs[0].glob("run-*.wandb")))
+    rows = history(records)
+    logged = {key: value for row in rows for key, value in row.items()}  # last value wins
+    assert logged["val/mean_iu"] == pytest.approx(metrics["val/mean_iu"])
+    assert logged["val/loss"] == pytest.approx(metrics["val/loss"])
+    assert logged["val_iu/background"] == pytest.approx(metrics["val_iu/background"])
+    # W&B flattens an image list into val/samples/{count,height,width,...}.
+    assert any(row.get("val/samples/count") == 4 for row in rows)
+    media = next(row for row in rows if "val/per_class_iu/path" in row)
+    assert media["val/confusion_matrix/_type"] == "image-file"
+    table = json.loads((runs[0] / "files" / media["val/per_class_iu/path"]).read_text())
+    assert table["columns"] == ["class", "iu"]
+    for name, iu in table["data"]:
+        assert iu == pytest.approx(metrics[f"val_iu/{name}"], nan_ok=True), name
+    run = run_info(records)
+    assert run.run_group == "study" and list(run.tags) == ["t1"]
+    assert run.project == "fcn-lightning"
+    configs = [r.config for r in records if r.WhichOneof("record_type") == "config"]
+    assert any("paper_lr" in item.value_json for c in configs for item in c.update)
+    assert (tmp_path / "csv" / "metrics.csv").is_file()  # the local record is always there
