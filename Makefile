@@ -12,6 +12,8 @@ TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 # chainer, and only its download helpers need it, so it is installed without dependencies.
 TORCHFCN := torchfcn==1.9.7
 STAMP := $(VENV)/.installed
+# Extra arguments for the entry points, e.g. make train ARGS="trainer.max_steps=100".
+ARGS ?=
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -27,7 +29,7 @@ $(STAMP): pyproject.toml Makefile
 install: $(STAMP) ## create .venv and install the package (editable) with test extras
 
 train: $(STAMP) ## train a small FCN-8s on the embedded synthetic dataset (CPU, minutes)
-	@echo "make train: not yet available (lands with the training-system issue)"
+	$(PY) -m fcn_lightning.train experiment=quickstart $(ARGS)
 
 test: $(STAMP) ## run the whole test suite
 	$(PY) -m pytest -n 2 -q
@@ -43,8 +45,16 @@ format: $(STAMP) ## apply ruff fixes and formatting
 flops: $(STAMP) ## caffe vs aligned geometry FLOPs at VOC size
 	$(PY) -m fcn_lightning.models.flops
 
+verify-data: $(STAMP) ## check a dataset preset: make verify-data ARGS="data=paper paths.data_dir=/datasets"
+	$(PY) -m fcn_lightning.verify_data $(ARGS)
+
+bench: bench-data flops ## every benchmark (loader throughput, FLOPs)
+
+bench-data: $(STAMP) ## loader images/s per worker on VOC-size JPEGs
+	$(PY) -m fcn_lightning.data.benchmark $(ARGS)
+
 clean: ## remove caches (keeps .venv, data/ and logs/)
 	rm -rf .pytest_cache .ruff_cache
 	find . -name __pycache__ -not -path './.venv/*' -prune -exec rm -rf {} +
 
-.PHONY: help install train test lint format flops clean
+.PHONY: help install train test lint format flops verify-data bench bench-data clean

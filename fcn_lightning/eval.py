@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +13,9 @@ from omegaconf import DictConfig
 from fcn_lightning import resolvers  # noqa: F401  (registers the config resolvers)
 from fcn_lightning.data.datamodule import SegmentationDataModule, build_datamodule
 from fcn_lightning.errors import ConfigError
+from fcn_lightning.metrics import markdown_table
 from fcn_lightning.models.checkpoints import read_checkpoint
-from fcn_lightning.module import METRIC_NAMES, load_module
+from fcn_lightning.module import load_module
 from fcn_lightning.runtime import (
     CONF_DIR,
     isolated_job,
@@ -42,22 +42,6 @@ def eval_datamodule(cfg: DictConfig, checkpoint: dict[str, Any]) -> Segmentation
     hparams.update(batch_size=cfg.batch_size, val_batch_size=cfg.batch_size)
     hparams.update(num_workers=cfg.num_workers, download=False, generate=False)
     return SegmentationDataModule(**hparams)
-
-
-def markdown_table(scores: dict[str, Any]) -> str:
-    def pct(value: float) -> str:
-        return "n/a" if math.isnan(value) else f"{100 * value:.1f}"
-
-    lines = [
-        "| pixel acc | mean acc | mean IU | f.w. IU |",
-        "|---|---|---|---|",
-        "| " + " | ".join(pct(scores[name]) for name in METRIC_NAMES) + " |",
-        "",
-        "| class | IU |",
-        "|---|---|",
-    ]
-    lines += [f"| {name} | {pct(iu)} |" for name, iu in scores["iu"].items()]
-    return "\n".join(lines) + "\n"
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:

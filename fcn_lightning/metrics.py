@@ -8,9 +8,14 @@ as large ones and give different numbers.
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
 import torch
 from torch import Tensor
 from torchmetrics import Metric
+
+SCORE_NAMES = ("pixel_acc", "mean_acc", "mean_iu", "fw_iu")
 
 
 def confusion_matrix(preds: Tensor, target: Tensor, num_classes: int) -> Tensor:
@@ -74,3 +79,21 @@ class SegmentationMetrics(Metric):
 
     def compute(self) -> dict[str, Tensor]:
         return scores_from_confusion(self.hist)
+
+
+def markdown_table(scores: dict[str, Any]) -> str:
+    """The four metrics and the per-class IU (in %) as Markdown tables."""
+
+    def pct(value: float) -> str:
+        return "n/a" if math.isnan(value) else f"{100 * value:.1f}"
+
+    lines = [
+        "| pixel acc | mean acc | mean IU | f.w. IU |",
+        "|---|---|---|---|",
+        "| " + " | ".join(pct(scores[name]) for name in SCORE_NAMES) + " |",
+        "",
+        "| class | IU |",
+        "|---|---|",
+    ]
+    lines += [f"| {name} | {pct(iu)} |" for name, iu in scores["iu"].items()]
+    return "\n".join(lines) + "\n"

@@ -17,14 +17,13 @@ from torch import Tensor
 
 from fcn_lightning.errors import ConfigError
 from fcn_lightning.loss import sample_cells, segmentation_loss
-from fcn_lightning.metrics import SegmentationMetrics
+from fcn_lightning.metrics import SCORE_NAMES, SegmentationMetrics
 from fcn_lightning.models import build_fcn
 from fcn_lightning.models.checkpoints import extract_state_dict, read_checkpoint
 from fcn_lightning.optim import build_optimizer, build_schedule
 
 # Keys of the `model` node that are not build_fcn arguments.
 NOT_BUILD_ARGS = ("name", "init_from", "paper_lr")
-METRIC_NAMES = ("pixel_acc", "mean_acc", "mean_iu", "fw_iu")
 
 
 class FCNModule(pl.LightningModule):
@@ -116,11 +115,11 @@ class FCNModule(pl.LightningModule):
     def _log_epoch(self, stage: str) -> None:
         metric = getattr(self, f"{stage}_metrics")
         scores = metric.compute()  # already summed over processes
-        for name in METRIC_NAMES:
+        for name in SCORE_NAMES:
             self.log(f"{stage}/{name}", scores[name].float(), prog_bar=name == "mean_iu")
         iu = scores["iu"].tolist()
         self.last_scores[stage] = {
-            **{name: scores[name].item() for name in METRIC_NAMES},
+            **{name: scores[name].item() for name in SCORE_NAMES},
             "iu": dict(zip(self.class_names, iu, strict=True)),
             "confusion": metric.hist.cpu().clone(),
             "step": self.global_step,

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import netrc
 import os
 import sys
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -56,14 +58,15 @@ def print_config(cfg: DictConfig, save_to: Path | None = None) -> None:
 
 
 def wandb_logged_in() -> bool:
-    """True when W&B has credentials; runs go offline otherwise and never need a network."""
+    """True when W&B has credentials (WANDB_API_KEY, or the netrc entry `wandb login`
+    writes); runs go offline otherwise and never need a network. Reads no network."""
     if os.environ.get("WANDB_API_KEY"):
         return True
+    host = urllib.parse.urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai"))
+    path = Path(os.environ.get("NETRC", Path.home() / ".netrc")).expanduser()
     try:
-        import wandb
-
-        return bool(wandb.api.api_key)
-    except Exception:
+        return netrc.netrc(path).authenticators(host.hostname or "") is not None
+    except (OSError, netrc.NetrcParseError):
         return False
 
 

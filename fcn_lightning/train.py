@@ -11,12 +11,13 @@ from typing import Any
 import hydra
 import pytorch_lightning as pl
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from fcn_lightning import resolvers  # noqa: F401  (registers ${uid:} and ${mul:} for Hydra)
 from fcn_lightning.data.datamodule import SegmentationDataModule, build_datamodule
 from fcn_lightning.errors import ConfigError
 from fcn_lightning.loss import median_frequency_weights
+from fcn_lightning.metrics import markdown_table
 from fcn_lightning.models import init_from_checkpoint
 from fcn_lightning.module import FCNModule
 from fcn_lightning.runtime import (
@@ -114,14 +115,29 @@ def train(cfg: DictConfig) -> dict[str, float]:
             metrics.update(results[0] if results else {})
     finally:
         finish_wandb(trainer.loggers)
+    if trainer.is_global_zero:
+        report_final(module, trainer, run_dir)
     return metrics
+
+
+def report_final(module: FCNModule, trainer: pl.Trainer, run_dir: Path) -> None:
+    """Print the last validation's scores and keep them beside the run (metrics.md)."""
+    scores = module.last_scores.get("val")
+    if scores is None:
+        return
+    table = markdown_table(scores)
+    (run_dir / "metrics.md").write_text(f"step {trainer.global_step}\n\n{table}")
+    print(f"\nvalidation at step {trainer.global_step}:\n\n{table}")
+    checkpoint = trainer.checkpoint_callback
+    if checkpoint is not None and checkpoint.best_model_path:
+        log.info("best checkpoint: %s", checkpoint.best_model_path)
+    log.info("run directory: %s", run_dir)
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
 def main(cfg: DictConfig) -> float | None:
     with user_errors(), isolated_job():
         metrics = train(cfg)
-    log.info("final metrics: %s", OmegaConf.to_yaml(metrics))
     return metrics.get("val/mean_iu")
 
 

@@ -9,6 +9,7 @@ import json
 import pytest
 
 from fcn_lightning.data.synthetic import ensure_synthetic
+from fcn_lightning.runtime import wandb_logged_in
 from fcn_lightning.train import train
 from tests.train_helpers import compose_train, run_module, tiny_overrides
 from tests.wandb_records import history, read_records, run_info
@@ -106,3 +107,19 @@ def test_offline_wandb_run_holds_the_logged_metrics(data_dir, tmp_path, monkeypa
     configs = [r.config for r in records if r.WhichOneof("record_type") == "config"]
     assert any("paper_lr" in item.value_json for c in configs for item in c.update)
     assert (tmp_path / "csv" / "metrics.csv").is_file()  # the local record is always there
+
+
+def test_wandb_goes_online_only_with_credentials(tmp_path, monkeypatch):
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_BASE_URL", raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "netrc"))
+    assert not wandb_logged_in()  # no netrc file at all
+    (tmp_path / "netrc").write_text("machine example.org login u password p\n")
+    assert not wandb_logged_in()  # credentials, but for another host
+    (tmp_path / "netrc").write_text("machine api.wandb.ai login user password secret\n")
+    assert wandb_logged_in()
+    monkeypatch.setenv("WANDB_BASE_URL", "https://wandb.example.org")
+    assert not wandb_logged_in()  # a private server needs its own entry
+    monkeypatch.setenv("NETRC", str(tmp_path / "none"))
+    monkeypatch.setenv("WANDB_API_KEY", "k" * 40)
+    assert wandb_logged_in()

@@ -95,6 +95,10 @@ def test_fit_checkpoints_eval_reproduces_and_predict_writes(data_dir, tmp_path):
     assert len(rows) == 2  # validated every 2 of 4 steps
     assert (run / "config_resolved.yaml").is_file()
     assert sorted((run / "samples").glob("val_step*.png"))
+    # The final validation, printed and kept as a table (percent, one decimal).
+    summary = (run / "metrics.md").read_text()
+    assert summary.startswith("step 4")
+    assert f"| {100 * float(rows[-1]['val/mean_acc']):.1f} |" in summary
 
     # The checkpoint holds primitives only.
     raw = torch.load(ckpts / "last.ckpt", weights_only=True)
@@ -131,7 +135,7 @@ def test_fit_checkpoints_eval_reproduces_and_predict_writes(data_dir, tmp_path):
     first = sorted(images.glob("*.jpg"))[0]
     mask = Image.open(out / f"{first.stem}.png")
     assert mask.mode == "P"
-    rgb = np.asarray(Image.open(first).convert("RGB"))
+    rgb = np.array(Image.open(first).convert("RGB"))
     x = (
         torch.from_numpy(rgb).permute(2, 0, 1).float() / 255
         - torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
