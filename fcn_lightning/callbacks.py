@@ -1,5 +1,5 @@
-"""Callbacks: pictures of validation predictions, per-class IU and the confusion matrix,
-saved as PNGs beside the run and sent to W&B when it is one of the loggers."""
+"""Callbacks: the latest checkpoint; pictures of validation predictions, per-class IU and
+the confusion matrix, saved as PNGs beside the run and sent to W&B when it is a logger."""
 
 from __future__ import annotations
 
@@ -8,10 +8,33 @@ from pathlib import Path
 import numpy as np
 import pytorch_lightning as pl
 from PIL import Image
+from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import WandbLogger
 
 from fcn_lightning.normalization import get_input_norm
 from fcn_lightning.visualize import sample_grid
+
+
+class LastCheckpoint(ModelCheckpoint):
+    """``last.ckpt``: rewritten at every validation and when training ends.
+
+    ModelCheckpoint's own ``save_last`` writes it only when a monitored checkpoint is
+    saved, so a run whose mean IU stopped improving would resume from its last
+    improvement and repeat everything since.
+    """
+
+    def __init__(self, dirpath: str):
+        super().__init__(
+            dirpath=dirpath,
+            filename="last",
+            monitor=None,
+            save_top_k=1,
+            enable_version_counter=False,
+        )
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not self._should_skip_saving_checkpoint(trainer):
+            self._save_topk_checkpoint(trainer, self._monitor_candidates(trainer))
 
 
 class SegmentationSamples(pl.Callback):

@@ -21,6 +21,7 @@ from fcn_lightning.metrics import SCORE_NAMES, SegmentationMetrics
 from fcn_lightning.models import build_fcn
 from fcn_lightning.models.checkpoints import extract_state_dict, read_checkpoint
 from fcn_lightning.optim import build_optimizer, build_schedule
+from fcn_lightning.rng_state import collect_rng_states, restore_rng_states
 
 # Keys of the `model` node that are not build_fcn arguments.
 NOT_BUILD_ARGS = ("name", "init_from", "paper_lr")
@@ -73,6 +74,7 @@ class FCNModule(pl.LightningModule):
         self.val_metrics = SegmentationMetrics(self.num_classes, ignore_index)
         self.test_metrics = SegmentationMetrics(self.num_classes, ignore_index)
         self.last_scores: dict[str, dict[str, Any]] = {}
+        self._rng_to_restore: dict[str, Any] | None = None
 
     def forward(self, images: Tensor) -> Tensor:
         if self.channels_last:
@@ -131,6 +133,21 @@ class FCNModule(pl.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         self._log_epoch("val")
+
+    # Exact resumption: the random state goes into every checkpoint and comes back just
+    # before the first training batch after a resume, when the run it continues drew its
+    # next dropout masks (loaders and sanity checks built in between draw from it too).
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["rng_states"] = collect_rng_states()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._rng_to_restore = checkpoint.get("rng_states")
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        if self._rng_to_restore is not None:
+            restore_rng_states(self._rng_to_restore)
+            self._rng_to_restore = None
 
     def on_test_epoch_end(self) -> None:
         self._log_epoch("test")

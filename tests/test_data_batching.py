@@ -10,6 +10,7 @@ import torch
 from fcn_lightning.data.collate import build_collate, pad_collate, stack_collate
 from fcn_lightning.data.datamodule import SegmentationDataModule
 from fcn_lightning.data.sampling import ReplacementSampler, ShuffleSampler, build_train_sampler
+from fcn_lightning.data.synthetic import ensure_synthetic
 from fcn_lightning.errors import ConfigError
 
 
@@ -113,3 +114,47 @@ def test_impossible_settings_name_their_key(kwargs, key):
     with pytest.raises(ConfigError) as info:
         make(**kwargs)
     assert key in str(info.value) and "\n" not in str(info.value)
+
+
+def _train_batches(root, workers: int, **options) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    dm = SegmentationDataModule(
+        train_split="synthetic_train", val_split="synthetic_val", data_dir=str(root),
+        classes="synthetic", num_classes=7, expected_counts={}, num_workers=workers,
+        hflip=True, translate_px=8, scale_range=[0.75, 1.25], crop_size=40, batch_size=2,
+        **options,
+    )  # fmt: skip
+    dm.setup("fit")
+    return list(dm.train_dataloader())
+
+
+def test_augmentation_follows_the_draw_not_the_worker_or_the_global_seed(tmp_path):
+    root = tmp_path
+    ensure_synthetic(root / "synthetic", num_train=6, num_val=2, image_size=48, progress=False)
+    torch.manual_seed(0)
+    alone = _train_batches(root, 0)
+    torch.manual_seed(1)  # another global state: dropout's, not the augmentation's
+    again = _train_batches(root, 0)
+    workers = _train_batches(root, 2)
+    for (a, la), (b, lb), (c, lc) in zip(alone, again, workers, strict=True):
+        assert torch.equal(a, b) and torch.equal(a, c)
+        assert torch.equal(la, lb) and torch.equal(la, lc)
+    # ...and the augmentation is really random: another seed gives other batches.
+    other = _train_batches(root, 0, seed=7)
+    assert any(not torch.equal(a, b) for (a, _), (b, _) in zip(alone, other, strict=True))
+
+
+def test_resumable_loader_skips_only_its_first_iteration():
+    from torch.utils.data import TensorDataset
+
+    from fcn_lightning.data.sampling import ResumableLoader
+
+    data = TensorDataset(torch.arange(10))
+    for workers, persistent in ((0, False), (2, False), (2, True)):
+        loader = ResumableLoader(
+            data, batch_size=3, skip_batches=2, num_workers=workers, persistent_workers=persistent
+        )
+        assert len(loader) == 4
+        first = [b[0].tolist() for b in loader]
+        second = [b[0].tolist() for b in loader]
+        assert first == [[6, 7, 8], [9]], (workers, persistent)
+        assert second == [[0, 1, 2], [3, 4, 5], [6, 7, 8], [9]], (workers, persistent)

@@ -146,17 +146,35 @@ def test_fit_checkpoints_eval_reproduces_and_predict_writes(data_dir, tmp_path):
     assert (out / f"{first.stem}_overlay.jpg").is_file()
 
 
-def test_resume_continues_at_the_right_step(data_dir, tmp_path):
-    run = tmp_path / "run"
-    base = ["model=fcn32s", "trainer.val_check_interval=2", "optim.lr=0.01"]
-    train(compose_train(data_dir, run, *base, "trainer.max_steps=2"))
-    first = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
-    assert first["global_step"] == 2
-    train(compose_train(data_dir, run, *base, "trainer.max_steps=4", "ckpt_path=last"))
-    second = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
-    assert second["global_step"] == 4
-    steps = [int(r["step"]) for r in val_rows(read_csv_metrics(run))]
-    assert steps[-1] == 3  # Lightning logs validation at the step index before the count
+@pytest.mark.parametrize("workers", [0, 2])
+def test_resume_mid_epoch_ends_exactly_where_an_uninterrupted_run_does(workers, data_dir, tmp_path):
+    # Dropout, random flips and shifts, draws with replacement, a poly schedule: a resumed
+    # run gets all of them right only if it restores data order, augmentation and RNG.
+    common = [
+        "model=fcn32s", "data.hflip=true", "data.translate_px=4", "optim.lr=0.05",
+        f"data.num_workers={workers}", "trainer.max_steps=11", "trainer.val_check_interval=3",
+    ]  # fmt: skip
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    train(compose_train(data_dir, whole, *common))
+    stop = [
+        "+callbacks.stop._target_=tests.train_helpers.StopAfterValidation",
+        "+callbacks.stop.step=3",
+        "+trainer.min_epochs=0",  # else Lightning finishes the first epoch regardless
+    ]
+    train(compose_train(data_dir, parts, *common, *stop))
+    interrupted = torch.load(parts / "checkpoints" / "last.ckpt", weights_only=True)
+    assert interrupted["global_step"] == 3  # 3 of the epoch's 8 batches
+    train(compose_train(data_dir, parts, *common, "ckpt_path=last"))
+
+    expected = torch.load(whole / "checkpoints" / "last.ckpt", weights_only=True)
+    resumed = torch.load(parts / "checkpoints" / "last.ckpt", weights_only=True)
+    assert resumed["global_step"] == expected["global_step"] == 11  # into the second epoch
+    for name, tensor in expected["state_dict"].items():
+        assert torch.equal(resumed["state_dict"][name], tensor), name
+    whole_val = val_rows(read_csv_metrics(whole))
+    parts_val = val_rows(read_csv_metrics(parts))
+    assert [r["step"] for r in parts_val][-2:] == [r["step"] for r in whole_val][-2:]
+    assert parts_val[-1]["val/mean_iu"] == whole_val[-1]["val/mean_iu"]
 
 
 def test_staged_init_from_previous_stage(data_dir, tmp_path):

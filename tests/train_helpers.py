@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytorch_lightning as pl
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
 
@@ -60,3 +61,15 @@ def run_module(
         [sys.executable, "-m", module, *args],
         cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
     )  # fmt: skip
+
+
+class StopAfterValidation(pl.Callback):
+    """Ends fitting at the first validation at or after `step`, as an interrupted job
+    would end (its checkpoint of that validation written, nothing after)."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if not trainer.sanity_checking and trainer.global_step >= self.step:
+            trainer.should_stop = True

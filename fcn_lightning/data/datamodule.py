@@ -20,7 +20,12 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from fcn_lightning.data.collate import build_collate
 from fcn_lightning.data.readers import IGNORE_INDEX, SegmentationDataset
-from fcn_lightning.data.sampling import SAMPLINGS, build_train_sampler
+from fcn_lightning.data.sampling import (
+    SAMPLINGS,
+    ResumableLoader,
+    SeededDraws,
+    build_train_sampler,
+)
 from fcn_lightning.data.sources import Roots, ensure_sources
 from fcn_lightning.data.splits import (
     Sample,
@@ -232,13 +237,24 @@ class SegmentationDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         h = self.hparams
         dataset = self._ready("train_dataset", "fit")
-        return DataLoader(
+        sampler = SeededDraws(build_train_sampler(h.sampling, len(dataset), seed=h.seed))
+        batches = -(-len(sampler) // h.batch_size)
+        return ResumableLoader(
             dataset,
             batch_size=h.batch_size,
-            sampler=build_train_sampler(h.sampling, len(dataset), seed=h.seed),
+            sampler=sampler,
             collate_fn=build_collate(h.collate, ignore_index=h.ignore_index),
+            skip_batches=self._batches_done() % batches,
             **self._loader_options(),
         )
+
+    def _batches_done(self) -> int:
+        """Batches of the current epoch a resumed run had trained on (0 when not resuming).
+        At an epoch's end this is the whole epoch, which the caller maps to 0."""
+        trainer = self.trainer
+        if trainer is None or not trainer.fit_loop.restarting:
+            return 0
+        return trainer.fit_loop.epoch_loop.batch_progress.current.completed
 
     def val_dataloader(self) -> DataLoader:
         return self._eval_loader(self._ready("val_dataset", "validate"))

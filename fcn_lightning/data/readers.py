@@ -169,7 +169,9 @@ class SegmentationDataset(Dataset):
     """Image/label pairs read from `samples`, checked, then passed through `transforms`.
 
     Without transforms an item is `(tv_tensors.Image uint8 3xHxW RGB, tv_tensors.Mask
-    uint8 HxW)`; `transforms` is called as `transforms(image, label)`.
+    uint8 HxW)`; `transforms` is called as `transforms(image, label)`. An item is read by
+    index, or by `(index, seed)` (`sampling.SeededDraws`): the random transforms then
+    draw from `seed`, leaving the process's random state as it was.
     """
 
     def __init__(
@@ -199,8 +201,13 @@ class SegmentationDataset(Dataset):
         check_pair(sample, image, label, self.num_classes, self.ignore_index)
         return image, label
 
-    def __getitem__(self, index: int):
+    def __getitem__(self, item: int | tuple[int, int]):
+        index, seed = item if isinstance(item, tuple) else (item, None)
         image, label = self.load(index)
         if self.transforms is None:
             return image, label
-        return self.transforms(image, label)
+        if seed is None:
+            return self.transforms(image, label)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return self.transforms(image, label)

@@ -103,8 +103,6 @@ class SyntheticSpec:
         return [(big, big), (big, small), (small, big), (small, small)]
 
 
-
-
 def image_ids(split: str, count: int) -> list[str]:
     return [f"{split}_{i:05d}" for i in range(count)]
 
