@@ -14,6 +14,7 @@ TORCHFCN := torchfcn==1.9.7
 STAMP := $(VENV)/.installed
 # Extra arguments for the entry points, e.g. make train ARGS="trainer.max_steps=100".
 ARGS ?=
+MINI_DIR ?= logs/mini_paper/$(shell date +%Y-%m-%d_%H-%M-%S)
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -22,11 +23,11 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH_PINS)
-	$(PY) -m pip install -q -e ".[test]" $(TORCH_PINS)
+	$(PY) -m pip install -q -e ".[test,sweeps,slurm]" $(TORCH_PINS)
 	$(PY) -m pip install -q --no-deps $(TORCHFCN)
 	touch $@
 
-install: $(STAMP) ## create .venv and install the package (editable) with test extras
+install: $(STAMP) ## create .venv and install the package (editable) with test, sweep and SLURM extras
 
 train: $(STAMP) ## train a small FCN-8s on the embedded synthetic dataset (CPU, minutes)
 	$(PY) -m fcn_lightning.train experiment=quickstart $(ARGS)
@@ -48,6 +49,10 @@ flops: $(STAMP) ## caffe vs aligned geometry FLOPs at VOC size
 verify-data: $(STAMP) ## check a dataset preset: make verify-data ARGS="data=paper paths.data_dir=/datasets"
 	$(PY) -m fcn_lightning.verify_data $(ARGS)
 
+mini-paper: $(STAMP) ## the skip-architecture study on synthetic data (CPU, ~30 min) + report
+	$(PY) -m fcn_lightning.train -m experiment=mini_paper hydra.sweep.dir=$(MINI_DIR) $(ARGS)
+	$(PY) -m fcn_lightning.report $(MINI_DIR) --out experiments/mini_paper
+
 bench: bench-data flops ## every benchmark (loader throughput, FLOPs)
 
 bench-data: $(STAMP) ## loader images/s per worker on VOC-size JPEGs
@@ -57,4 +62,4 @@ clean: ## remove caches (keeps .venv, data/ and logs/)
 	rm -rf .pytest_cache .ruff_cache
 	find . -name __pycache__ -not -path './.venv/*' -prune -exec rm -rf {} +
 
-.PHONY: help install train test lint format flops verify-data bench bench-data clean
+.PHONY: help install train test lint format flops verify-data mini-paper bench bench-data clean

@@ -13,6 +13,14 @@ def register_resolvers() -> None:
     # Cached: one value per process, so every use within a run agrees.
     OmegaConf.register_new_resolver("uid", lambda: secrets.token_hex(3), use_cache=True)
     OmegaConf.register_new_resolver("mul", lambda a, b: float(a) * float(b))
+    OmegaConf.register_new_resolver("gpu_count", _gpu_count)
+
+
+def _gpu_count() -> int:
+    """Visible GPUs, at least 1 (so a launcher sized by it still runs one job on a CPU)."""
+    from fcn_lightning.gpus import visible_gpus
+
+    return max(1, len(visible_gpus()))
 
 
 register_resolvers()

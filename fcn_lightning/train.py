@@ -5,17 +5,19 @@ The data flows one way: config -> DataModule, LightningModule, Trainer -> fit (-
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
 import hydra
 import pytorch_lightning as pl
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 
 from fcn_lightning import resolvers  # noqa: F401  (registers ${uid:} and ${mul:} for Hydra)
 from fcn_lightning.data.datamodule import SegmentationDataModule, build_datamodule
 from fcn_lightning.errors import ConfigError
+from fcn_lightning.gpus import claimed_gpu
 from fcn_lightning.loss import median_frequency_weights
 from fcn_lightning.metrics import markdown_table
 from fcn_lightning.models import init_from_checkpoint
@@ -32,6 +34,7 @@ from fcn_lightning.runtime import (
     resolved,
     user_errors,
 )
+from fcn_lightning.stages import run_earlier_stages
 
 # Trainer-node keys the LightningModule applies itself.
 MODULE_SWITCHES = ("channels_last", "compile")
@@ -93,11 +96,15 @@ def build_trainer(cfg: DictConfig, run_dir: Path, **extra: Any) -> pl.Trainer:
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit (and optionally test) one configuration; returns the final metrics."""
     run_dir = Path(cfg.paths.output_dir)
+    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), run_dir)
+    if cfg.model.get("init_stages") and ckpt_path is None:
+        init_from = run_earlier_stages(cfg, train)
+        with open_dict(cfg):
+            cfg.model.init_from = str(init_from)
     print_config(cfg, save_to=run_dir)
     pl.seed_everything(cfg.seed, workers=True)
     datamodule = build_datamodule(cfg.data)
     module = build_module(cfg, datamodule)
-    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), run_dir)
     if cfg.model.get("init_from") and ckpt_path is None:
         report = init_from_checkpoint(module.model, cfg.model.init_from)
         log.info("model.init_from=%s: %s", cfg.model.init_from, report.summary())
@@ -137,7 +144,9 @@ def report_final(module: FCNModule, trainer: pl.Trainer, run_dir: Path) -> None:
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
 def main(cfg: DictConfig) -> float | None:
     with user_errors(), isolated_job():
-        metrics = train(cfg)
+        gpu = claimed_gpu() if cfg.get("claim_gpu") else contextlib.nullcontext()
+        with gpu:
+            metrics = train(cfg)
     return metrics.get("val/mean_iu")
 
 
