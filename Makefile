@@ -14,7 +14,10 @@ TORCHFCN := torchfcn==1.9.7
 STAMP := $(VENV)/.installed
 # Extra arguments for the entry points, e.g. make train ARGS="trainer.max_steps=100".
 ARGS ?=
-MINI_DIR ?= logs/mini_paper/$(shell date +%Y-%m-%d_%H-%M-%S)
+# Expanded once, so both steps of mini-paper name the same folder.
+ifndef MINI_DIR
+MINI_DIR := logs/mini_paper/$(shell date +%Y-%m-%d_%H-%M-%S)
+endif
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -51,7 +54,8 @@ verify-data: $(STAMP) ## check a dataset preset: make verify-data ARGS="data=pap
 
 mini-paper: $(STAMP) ## the skip-architecture study on synthetic data (CPU, ~30 min) + report
 	$(PY) -m fcn_lightning.train -m experiment=mini_paper hydra.sweep.dir=$(MINI_DIR) $(ARGS)
-	$(PY) -m fcn_lightning.report $(MINI_DIR) --out experiments/mini_paper
+	$(PY) -m fcn_lightning.report $(MINI_DIR) --out experiments/mini_paper \
+		--title "Mini-paper: the skip-architecture study on the synthetic dataset (2-core CPU)"
 
 bench: bench-data flops ## every benchmark (loader throughput, FLOPs)
 
