@@ -113,11 +113,14 @@ def find_runs(roots: list[Path]) -> list[RunResult]:
     for root in roots:
         if not root.is_dir():
             raise ReportError(f"{root}: no such directory; give a run or multirun directory")
+        found = {}
         for metrics_csv in sorted(root.rglob("csv/metrics.csv")):
             run_dir = metrics_csv.parent.parent
             if (run_dir / "config_resolved.yaml").is_file() and (run := read_run(run_dir)):
                 run.path = str(run_dir.relative_to(root))  # the report travels with its table
-                runs.append(run)
+                found[run_dir] = run
+        _continue_stage_curves(found)
+        runs += found.values()
     if not runs:
         raise ReportError(
             f"no validated runs under {', '.join(map(str, roots))} (looked for "
@@ -125,6 +128,25 @@ def find_runs(roots: list[Path]) -> list[RunResult]:
         )
     order = {key: i for i, key in enumerate(ROW_ORDER)}
     return sorted(runs, key=lambda r: (order.get(r.key, len(order)), r.name))
+
+
+def _continue_stage_curves(runs: dict[Path, RunResult]) -> None:
+    """Plot a staged job as one training: each stage's curve (``<job>/stages/<i>_<variant>``)
+    and the job's own start where the stages before it ended."""
+    for run_dir, run in runs.items():
+        if run_dir.parent.name == "stages":
+            job, index = run_dir.parent.parent, int(run_dir.name.split("_")[0])
+        elif (run_dir / "stages").is_dir():
+            job, index = run_dir, None
+        else:
+            continue
+        offset = sum(
+            earlier.step
+            for earlier_dir, earlier in runs.items()
+            if earlier_dir.parent == job / "stages"
+            and (index is None or int(earlier_dir.name.split("_")[0]) < index)
+        )
+        run.curve = [(step + offset, value) for step, value in run.curve]
 
 
 def _pct(value: float | None) -> str:
@@ -161,7 +183,7 @@ def plot_curves(runs: list[RunResult], path: Path) -> None:
     for run in runs:
         steps, values = zip(*run.curve, strict=True)
         ax.plot(steps, values, marker="o", markersize=3, label=run.name)
-    ax.set_xlabel("iteration")
+    ax.set_xlabel("iteration (a staged job's stages one after another)")
     ax.set_ylabel("validation mean IU (%)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)

@@ -168,3 +168,22 @@ def test_report_without_runs_is_a_one_line_error(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and all(line.startswith("error: ") for line in err)
     assert "no validated runs" in err[0] and "no such directory" in err[1]
+
+
+def test_report_plots_a_staged_job_as_one_training(tmp_path):
+    def val(step):
+        return {"step": step, "val/pixel_acc": 0.9, "val/mean_acc": 0.8, "val/mean_iu": 0.5,
+                "val/fw_iu": 0.85}  # fmt: skip
+
+    job = tmp_path / "0_fcn8s_staged"
+    _fake_run(job / "stages", "0_fcn32s", "study_skips", "fcn32s", [val(99), val(199)])
+    _fake_run(job / "stages", "1_fcn16s", "study_skips", "fcn16s", [val(149)])
+    _fake_run(tmp_path, "0_fcn8s_staged", "study_skips", "fcn8s_staged", [val(49), val(99)])
+    _fake_run(tmp_path, "1_pool5", "study_skips", "pool5", [val(99)])
+    assert report_main([str(tmp_path), "--out", str(tmp_path / "out")]) == 0
+    saved = {r["name"]: r for r in json.loads((tmp_path / "out" / "report.json").read_text())}
+    assert [s for s, _ in saved["0_fcn32s"]["curve"]] == [100, 200]
+    assert [s for s, _ in saved["1_fcn16s"]["curve"]] == [350]
+    assert [s for s, _ in saved["0_fcn8s_staged"]["curve"]] == [400, 450]
+    assert [s for s, _ in saved["1_pool5"]["curve"]] == [100]
+    assert saved["0_fcn8s_staged"]["step"] == 100  # the table keeps each run's own steps
