@@ -25,6 +25,7 @@ from omegaconf import OmegaConf
 
 from fcn_lightning.errors import FCNError
 from fcn_lightning.metrics import SCORE_NAMES
+from fcn_lightning.runtime import csv_segments
 
 # The paper's rows (pixel acc, mean acc, mean IU, f.w. IU), keyed by the config value
 # that names a row in each study.
@@ -78,9 +79,13 @@ def _float(value: str | None) -> float | None:
 
 def read_run(run_dir: Path) -> RunResult | None:
     """The run's last validation, or None when it has not validated yet."""
-    metrics_csv = run_dir / "csv" / "metrics.csv"
-    with open(metrics_csv, newline="") as f:
-        rows = [r for r in csv.DictReader(f) if _float(r.get("val/mean_iu")) is not None]
+    by_step: dict[int, dict[str, str]] = {}
+    for segment in csv_segments(run_dir):  # a resumed run's later record wins a step
+        with open(segment, newline="") as f:
+            for row in csv.DictReader(f):
+                if _float(row.get("val/mean_iu")) is not None:
+                    by_step[int(row["step"])] = row
+    rows = [by_step[step] for step in sorted(by_step)]
     if not rows:
         return None
     cfg = OmegaConf.load(run_dir / "config_resolved.yaml")
@@ -114,8 +119,7 @@ def find_runs(roots: list[Path]) -> list[RunResult]:
         if not root.is_dir():
             raise ReportError(f"{root}: no such directory; give a run or multirun directory")
         found = {}
-        for metrics_csv in sorted(root.rglob("csv/metrics.csv")):
-            run_dir = metrics_csv.parent.parent
+        for run_dir in sorted({p.parent.parent for p in root.rglob("csv/metrics*.csv")}):
             if (run_dir / "config_resolved.yaml").is_file() and (run := read_run(run_dir)):
                 run.path = str(run_dir.relative_to(root))  # the report travels with its table
                 found[run_dir] = run

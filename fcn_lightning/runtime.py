@@ -86,6 +86,22 @@ def build_loggers(cfg: DictConfig | None, output_dir: Path) -> list[Logger]:
     return loggers
 
 
+def keep_csv_history(run_dir: Path) -> None:
+    """Before a run resumes in its directory: set its CSV record aside as the next
+    ``metrics.<n>.csv``, which Lightning's CSVLogger would otherwise overwrite."""
+    current = run_dir / "csv" / "metrics.csv"
+    if current.is_file():
+        current.rename(current.with_name(f"metrics.{len(csv_segments(run_dir)) - 1}.csv"))
+
+
+def csv_segments(run_dir: Path) -> list[Path]:
+    """A run's CSV records in the order they were written (one per resumption)."""
+    folder = run_dir / "csv"
+    earlier = sorted(folder.glob("metrics.*.csv"), key=lambda p: int(p.suffixes[0][1:]))
+    current = folder / "metrics.csv"
+    return [*earlier, current] if current.is_file() else earlier
+
+
 def build_callbacks(cfg: DictConfig | None) -> list[pl.Callback]:
     callbacks = []
     for name, node in (cfg or {}).items():

@@ -28,6 +28,7 @@ from fcn_lightning.runtime import (
     build_loggers,
     finish_wandb,
     isolated_job,
+    keep_csv_history,
     log,
     prepare_ddp_relaunch,
     print_config,
@@ -97,6 +98,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     """Fit (and optionally test) one configuration; returns the final metrics."""
     run_dir = Path(cfg.paths.output_dir)
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), run_dir)
+    if ckpt_path is not None:
+        keep_csv_history(run_dir)
     if cfg.model.get("init_stages") and ckpt_path is None:
         init_from = run_earlier_stages(cfg, train)
         with open_dict(cfg):

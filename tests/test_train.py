@@ -18,6 +18,7 @@ from fcn_lightning.errors import ConfigError
 from fcn_lightning.eval import evaluate
 from fcn_lightning.module import load_module
 from fcn_lightning.predict import predict
+from fcn_lightning.report import read_run
 from fcn_lightning.train import train
 from tests.train_helpers import CONF, compose_train
 
@@ -171,10 +172,11 @@ def test_resume_mid_epoch_ends_exactly_where_an_uninterrupted_run_does(workers, 
     assert resumed["global_step"] == expected["global_step"] == 11  # into the second epoch
     for name, tensor in expected["state_dict"].items():
         assert torch.equal(resumed["state_dict"][name], tensor), name
-    whole_val = val_rows(read_csv_metrics(whole))
-    parts_val = val_rows(read_csv_metrics(parts))
-    assert [r["step"] for r in parts_val][-2:] == [r["step"] for r in whole_val][-2:]
-    assert parts_val[-1]["val/mean_iu"] == whole_val[-1]["val/mean_iu"]
+    # The resumed run's record (set aside before the resume, plus the new one) tells the
+    # same story as the uninterrupted run's, validation by validation.
+    assert (parts / "csv" / "metrics.0.csv").is_file()
+    assert read_run(parts).curve == read_run(whole).curve
+    assert len(read_run(whole).curve) == 3  # steps 3, 6, 9
 
 
 def test_staged_init_from_previous_stage(data_dir, tmp_path):
