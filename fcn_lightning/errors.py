@@ -23,3 +23,7 @@ class DataError(FCNError):
 
 class DownloadError(FCNError):
     """A download that could not be completed (no network, bad checksum, ...)."""
+
+
+class DivergedError(FCNError):
+    """Training produced a NaN or infinite loss."""

@@ -15,7 +15,7 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor
 
-from fcn_lightning.errors import ConfigError
+from fcn_lightning.errors import ConfigError, DivergedError
 from fcn_lightning.loss import sample_cells, segmentation_loss
 from fcn_lightning.metrics import SCORE_NAMES, SegmentationMetrics
 from fcn_lightning.models import build_fcn
@@ -97,8 +97,24 @@ class FCNModule(pl.LightningModule):
                 labels, self.keep_prob, self.model.output_stride, self.ignore_index
             )
         loss = self.loss(self(images), labels)
+        if not torch.isfinite(loss):
+            raise DivergedError(self._divergence_message(float(loss)))
         self.log("train/loss", loss, prog_bar=True, batch_size=images.shape[0])
         return loss
+
+    def _divergence_message(self, value: float) -> str:
+        lr = self.optim_cfg["lr"]
+        cause = (
+            f"the summed loss (loss.normalize=sum) grows with the pixels per image, so "
+            f"optim.lr={lr:g} may be too large for it: lower optim.lr (the reference uses "
+            f"1e-10 for FCN-32s) or use loss=mean"
+            if self.loss_normalize == "sum"
+            else f"optim.lr={lr:g} may be too large: lower it"
+        )
+        return (
+            f"train/loss became {value} at step {self.global_step}; {cause}. Nothing was "
+            f"saved after this step: checkpoints/last.ckpt holds the last validation before it"
+        )
 
     def _eval_step(self, batch: tuple[Tensor, Tensor], stage: str) -> Tensor:
         images, labels = batch

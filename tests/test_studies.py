@@ -187,3 +187,12 @@ def test_report_plots_a_staged_job_as_one_training(tmp_path):
     assert [s for s, _ in saved["0_fcn8s_staged"]["curve"]] == [400, 450]
     assert [s for s, _ in saved["1_pool5"]["curve"]] == [100]
     assert saved["0_fcn8s_staged"]["step"] == 100  # the table keeps each run's own steps
+
+
+def test_an_unknown_stage_is_a_config_error_naming_the_key(data_dir, tmp_path):
+    from fcn_lightning.errors import ConfigError
+
+    cfg = compose_train(data_dir, tmp_path, "model=fcn8s_staged", "model.init_stages=[fcn64s]")
+    with pytest.raises(ConfigError, match=r"model\.init_stages: no model config 'fcn64s'"):
+        train(cfg)
+    assert not (tmp_path / "stages").exists()  # nothing started

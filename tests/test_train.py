@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from fcn_lightning.data.synthetic import ensure_synthetic
-from fcn_lightning.errors import ConfigError
+from fcn_lightning.errors import ConfigError, DivergedError
 from fcn_lightning.eval import evaluate
 from fcn_lightning.module import load_module
 from fcn_lightning.predict import predict
@@ -203,3 +203,23 @@ def test_mismatched_classes_and_missing_checkpoint_are_config_errors(data_dir, t
         train(compose_train(data_dir, tmp_path, "model.num_classes=5"))
     with pytest.raises(ConfigError, match="ckpt_path=last"):
         train(compose_train(data_dir, tmp_path / "fresh", "ckpt_path=last"))
+
+
+def test_a_diverging_loss_stops_with_its_likely_cause_and_keeps_the_last_checkpoint(
+    data_dir, tmp_path
+):
+    run = tmp_path / "run"
+    cfg = compose_train(
+        data_dir, run, "loss=sum", "optim.lr=1e-3", "trainer.max_steps=8",
+        "+callbacks.poison._target_=tests.train_helpers.PoisonWeightsAt",
+        "+callbacks.poison.step=3",
+    )  # fmt: skip
+    with pytest.raises(DivergedError) as caught:
+        train(cfg)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert "train/loss became nan at step 3" in message or "inf at step 3" in message
+    assert "loss.normalize=sum" in message and "optim.lr=0.001" in message
+    last = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["global_step"] == 2  # the validation before the divergence
+    assert all(torch.isfinite(t).all() for t in last["state_dict"].values())

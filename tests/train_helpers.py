@@ -73,3 +73,18 @@ class StopAfterValidation(pl.Callback):
     def on_validation_end(self, trainer, pl_module) -> None:
         if not trainer.sanity_checking and trainer.global_step >= self.step:
             trainer.should_stop = True
+
+
+class PoisonWeightsAt(pl.Callback):
+    """From training step `step` on, the model's weights hold an infinity: the loss
+    diverges as a too-large learning rate would make it."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_step >= self.step:
+            import torch
+
+            with torch.no_grad():
+                next(pl_module.model.parameters()).fill_(float("inf"))
