@@ -146,11 +146,13 @@ def report_final(module: FCNModule, trainer: pl.Trainer, run_dir: Path) -> None:
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
 def main(cfg: DictConfig) -> float | None:
+    metrics = None
     with user_errors(), isolated_job():
         gpu = claimed_gpu() if cfg.get("claim_gpu") else contextlib.nullcontext()
         with gpu:
             metrics = train(cfg)
-    return metrics.get("val/mean_iu")
+    # A sweep's failed job (recorded by user_errors) scores NaN: Optuna marks it failed.
+    return float("nan") if metrics is None else metrics.get("val/mean_iu")
 
 
 if __name__ == "__main__":

@@ -86,3 +86,22 @@ def test_optuna_lr_search_runs_trials_and_reports_the_best(tmp_path):
     assert len(set(lrs)) == 3 and all(1e-15 <= lr <= 1e-8 for lr in lrs)
     result = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
     assert result["best_params"]["optim.lr"] in lrs
+
+
+@pytest.mark.slow
+def test_a_failing_sweep_point_does_not_stop_the_others(tmp_path):
+    data = tmp_path / "data"
+    ensure_synthetic(data / "synthetic", num_train=8, num_val=4, image_size=48, progress=False)
+    keep = [o for o in tiny_overrides(data, tmp_path) if not o.startswith("hydra.run.dir")]
+    sweep = tmp_path / "sweep"
+    done = run_module(
+        "fcn_lightning.train", "-m", *keep, "optim.lr=0.01,-1,0.02", "trainer.max_steps=1",
+        "trainer.val_check_interval=1", f"hydra.sweep.dir={sweep}", cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert (sweep / "1_fcn32s" / "FAILED.txt").read_text() == "optim.lr=-1: must be positive\n"
+    for job in ("0_fcn32s", "2_fcn32s"):  # the points before and after it ran to the end
+        assert (sweep / job / "checkpoints" / "last.ckpt").is_file()
+        assert not (sweep / job / "FAILED.txt").exists()
+    summary = done.stderr[done.stderr.index("error: 1 job(s) of this multirun failed:") :]
+    assert summary.splitlines()[1] == "  1_fcn32s: optim.lr=-1: must be positive"
