@@ -26,6 +26,7 @@ from omegaconf import OmegaConf
 from fcn_lightning.errors import FCNError
 from fcn_lightning.metrics import SCORE_NAMES
 from fcn_lightning.runtime import csv_segments
+from fcn_lightning.stages import STAGES_DIR, stage_index
 
 # The paper's rows (pixel acc, mean acc, mean IU, f.w. IU), keyed by the config value
 # that names a row in each study.
@@ -138,17 +139,17 @@ def _continue_stage_curves(runs: dict[Path, RunResult]) -> None:
     """Plot a staged job as one training: each stage's curve (``<job>/stages/<i>_<variant>``)
     and the job's own start where the stages before it ended."""
     for run_dir, run in runs.items():
-        if run_dir.parent.name == "stages":
-            job, index = run_dir.parent.parent, int(run_dir.name.split("_")[0])
-        elif (run_dir / "stages").is_dir():
+        if run_dir.parent.name == STAGES_DIR:
+            job, index = run_dir.parent.parent, stage_index(run_dir)
+        elif (run_dir / STAGES_DIR).is_dir():
             job, index = run_dir, None
         else:
             continue
         offset = sum(
             earlier.step
             for earlier_dir, earlier in runs.items()
-            if earlier_dir.parent == job / "stages"
-            and (index is None or int(earlier_dir.name.split("_")[0]) < index)
+            if earlier_dir.parent == job / STAGES_DIR
+            and (index is None or stage_index(earlier_dir) < index)
         )
         run.curve = [(step + offset, value) for step, value in run.curve]
 

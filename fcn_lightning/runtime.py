@@ -20,6 +20,7 @@ import torch
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from pytorch_lightning.loggers import CSVLogger, Logger
+from pytorch_lightning.utilities import rank_zero_only
 
 from fcn_lightning.errors import ConfigError, FCNError
 
@@ -53,13 +54,19 @@ def user_errors() -> Iterator[None]:
         (job_dir / FAILED_MARKER).write_text(f"{error}\n")
 
 
-def _multirun_job_dir() -> Path | None:
+def _multirun_hydra_config() -> DictConfig | None:
+    """The Hydra config of this job when it is one job of a multirun, else None."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
     if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
         return None
-    return Path(HydraConfig.get().runtime.output_dir)
+    return HydraConfig.get()
+
+
+def _multirun_job_dir() -> Path | None:
+    hydra_cfg = _multirun_hydra_config()
+    return None if hydra_cfg is None else Path(hydra_cfg.runtime.output_dir)
 
 
 class SweepSummary(Callback):
@@ -123,9 +130,11 @@ def build_loggers(cfg: DictConfig | None, output_dir: Path) -> list[Logger]:
     return loggers
 
 
+@rank_zero_only
 def keep_csv_history(run_dir: Path) -> None:
     """Before a run resumes in its directory: set its CSV record aside as the next
-    ``metrics.<n>.csv``, which Lightning's CSVLogger would otherwise overwrite."""
+    ``metrics.<n>.csv``, which Lightning's CSVLogger would otherwise overwrite. Rank 0
+    only: DDP's re-launched ranks run this too and must not move the file again."""
     current = run_dir / "csv" / "metrics.csv"
     if current.is_file():
         current.rename(current.with_name(f"metrics.{len(csv_segments(run_dir)) - 1}.csv"))
@@ -160,13 +169,8 @@ def prepare_ddp_relaunch() -> None:
     is not this job's directory. Rewrite both to this one job: its own overrides, its own
     output directory.
     """
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    if not HydraConfig.initialized():
-        return
-    hydra_cfg = HydraConfig.get()
-    if hydra_cfg.mode != RunMode.MULTIRUN:
+    hydra_cfg = _multirun_hydra_config()
+    if hydra_cfg is None:
         return
     sys.argv = [sys.argv[0], *hydra_cfg.overrides.task]
     with read_write(hydra_cfg), open_dict(hydra_cfg):

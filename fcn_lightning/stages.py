@@ -21,6 +21,13 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from fcn_lightning.errors import ConfigError
 from fcn_lightning.runtime import CONF_DIR, log
 
+STAGES_DIR = "stages"  # <job run dir>/stages/<index>_<variant>/
+
+
+def stage_index(stage_dir: Path) -> int:
+    """The position of a stage run directory in its job's chain."""
+    return int(stage_dir.name.split("_", 1)[0])
+
 
 def stage_model_config(variant: str) -> DictConfig:
     """``conf/model/<variant>.yaml`` without its defaults list: variant and paper_lr."""
@@ -46,7 +53,7 @@ def best_checkpoint(run_dir: Path) -> Path:
 
 def stage_config(cfg: DictConfig, index: int, variant: str, init_from: Path | None) -> DictConfig:
     stage = copy.deepcopy(cfg)
-    run_dir = Path(cfg.paths.output_dir) / "stages" / f"{index}_{variant}"
+    run_dir = Path(cfg.paths.output_dir) / STAGES_DIR / f"{index}_{variant}"
     with open_dict(stage):
         stage.model.merge_with(stage_model_config(variant))
         stage.model.name = variant
