@@ -8,10 +8,9 @@ import json
 
 import pytest
 
-from fcn_lightning.data.synthetic import ensure_synthetic
 from fcn_lightning.runtime import wandb_logged_in
 from fcn_lightning.train import train
-from tests.train_helpers import compose_train, run_module, tiny_overrides
+from tests.train_helpers import compose_train, run_module, sweep_overrides, tiny_dataset
 from tests.wandb_records import history, read_records, run_info
 
 pytestmark = pytest.mark.slow
@@ -21,13 +20,11 @@ pytestmark = pytest.mark.slow
 def data_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("data")
     # An odd number of validation images: a sampler that pads ranks would count one twice.
-    ensure_synthetic(root / "synthetic", num_train=8, num_val=5, image_size=48, progress=False)
-    return root
+    return tiny_dataset(root, num_val=5)
 
 
 def cli_overrides(data_dir, out_dir):
-    keep = [o for o in tiny_overrides(data_dir, out_dir) if not o.startswith("hydra.run.dir")]
-    return [o.replace("num_val=4", "num_val=5") for o in keep]
+    return [o.replace("num_val=4", "num_val=5") for o in sweep_overrides(data_dir, out_dir)]
 
 
 @pytest.fixture(scope="module")

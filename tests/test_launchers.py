@@ -11,10 +11,9 @@ import pytest
 import yaml
 from hydra import compose, initialize_config_dir
 
-from fcn_lightning.data.synthetic import ensure_synthetic
 from fcn_lightning.errors import ConfigError
 from fcn_lightning.gpus import claimed_gpu
-from tests.train_helpers import CONF, run_module, tiny_overrides
+from tests.train_helpers import CONF, run_module, sweep_overrides, tiny_dataset
 
 
 def test_parallel_jobs_claim_different_gpus_and_wait_for_a_free_one(tmp_path, monkeypatch):
@@ -69,9 +68,7 @@ def test_local_gpus_preset_runs_one_process_per_gpu(monkeypatch):
 
 @pytest.mark.slow
 def test_optuna_lr_search_runs_trials_and_reports_the_best(tmp_path):
-    data = tmp_path / "data"
-    ensure_synthetic(data / "synthetic", num_train=8, num_val=4, image_size=48, progress=False)
-    keep = [o for o in tiny_overrides(data, tmp_path) if not o.startswith("hydra.run.dir")]
+    keep = sweep_overrides(tiny_dataset(tmp_path / "data"), tmp_path)
     sweep = tmp_path / "sweep"
     done = run_module(
         "fcn_lightning.train", "hparams_search=lr_line_search", *keep,
@@ -90,9 +87,7 @@ def test_optuna_lr_search_runs_trials_and_reports_the_best(tmp_path):
 
 @pytest.mark.slow
 def test_a_failing_sweep_point_does_not_stop_the_others(tmp_path):
-    data = tmp_path / "data"
-    ensure_synthetic(data / "synthetic", num_train=8, num_val=4, image_size=48, progress=False)
-    keep = [o for o in tiny_overrides(data, tmp_path) if not o.startswith("hydra.run.dir")]
+    keep = sweep_overrides(tiny_dataset(tmp_path / "data"), tmp_path)
     sweep = tmp_path / "sweep"
     done = run_module(
         "fcn_lightning.train", "-m", *keep, "optim.lr=0.01,-1,0.02", "trainer.max_steps=1",

@@ -13,11 +13,10 @@ import torch
 from omegaconf import OmegaConf
 from PIL import Image
 
-from fcn_lightning.data.synthetic import ensure_synthetic
 from fcn_lightning.report import PAPER_SKIPS
 from fcn_lightning.report import main as report_main
 from fcn_lightning.train import train
-from tests.train_helpers import ROOT, compose_train, run_module, tiny_overrides
+from tests.train_helpers import ROOT, compose_train, run_module, sweep_overrides, tiny_dataset
 
 # study -> the run names its sweep must produce (job dirs are <n>_<run_name>)
 STUDIES = {
@@ -37,9 +36,7 @@ STUDIES = {
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    ensure_synthetic(root / "synthetic", num_train=8, num_val=4, image_size=48, progress=False)
-    return root
+    return tiny_dataset(tmp_path_factory.mktemp("data"))
 
 
 def test_every_study_preset_is_tested():
@@ -54,10 +51,7 @@ def test_study_runs_its_whole_sweep(study, data_dir, tmp_path):
     # (and the normalisation, which follows the swept weights).
     swept = set(OmegaConf.load(ROOT / "experiments" / f"{study}.yaml").hydra.sweeper.params)
     swept |= {"data.normalization"} if "model.weights" in swept else set()
-    keep = [
-        o for o in tiny_overrides(data_dir, tmp_path)
-        if o.split("=")[0] not in swept and not o.startswith("hydra.run.dir")
-    ]  # fmt: skip
+    keep = sweep_overrides(data_dir, tmp_path, leave_out=swept)
     sweep = tmp_path / "sweep"
     done = run_module(
         "fcn_lightning.train", "-m", f"experiment={study}", *keep, "trainer.max_steps=1",

@@ -13,23 +13,20 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from PIL import Image
 
-from fcn_lightning.data.synthetic import ensure_synthetic
 from fcn_lightning.errors import ConfigError, DivergedError
 from fcn_lightning.eval import evaluate
 from fcn_lightning.module import load_module
 from fcn_lightning.predict import predict
 from fcn_lightning.report import read_run
 from fcn_lightning.train import train
-from tests.train_helpers import CONF, compose_train
+from tests.train_helpers import CONF, compose_train, tiny_dataset
 
 VARIANTS = ["fcn32s", "fcn16s", "fcn8s", "fcn8s_atonce", "pool5", "pool4", "pool3", "fcn32s_fixed"]
 
 
 @pytest.fixture(scope="session")
 def data_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    ensure_synthetic(root / "synthetic", num_train=8, num_val=4, image_size=48, progress=False)
-    return root
+    return tiny_dataset(tmp_path_factory.mktemp("data"))
 
 
 def group_options(group: str) -> list[str]:

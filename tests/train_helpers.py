@@ -17,13 +17,23 @@ ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 
 
+TINY_DATA = {"num_train": 8, "num_val": 4, "image_size": 48}
+
+
+def tiny_dataset(data_dir: Path, num_val: int = TINY_DATA["num_val"]) -> Path:
+    """The synthetic tree `tiny_overrides` trains on, under `data_dir`; returns `data_dir`."""
+    from fcn_lightning.data.synthetic import ensure_synthetic
+
+    spec = {**TINY_DATA, "num_val": num_val}
+    ensure_synthetic(data_dir / "synthetic", **spec, progress=False)
+    return data_dir
+
+
 def tiny_overrides(data_dir: Path, out_dir: Path) -> list[str]:
     return [
         "data=synthetic",
         f"paths.data_dir={data_dir}",
-        "data.synthetic.num_train=8",
-        "data.synthetic.num_val=4",
-        "data.synthetic.image_size=48",
+        *(f"data.synthetic.{key}={value}" for key, value in TINY_DATA.items()),
         "data.num_workers=0",
         "data.normalization=torchvision",
         "model.pretrained=false",
@@ -39,6 +49,16 @@ def tiny_overrides(data_dir: Path, out_dir: Path) -> list[str]:
         "trainer.enable_model_summary=false",
         "logger=csv",
         f"hydra.run.dir={out_dir}",
+    ]
+
+
+def sweep_overrides(data_dir: Path, out_dir: Path, leave_out: set[str] = frozenset()) -> list[str]:
+    """`tiny_overrides` for a command-line multirun: no run dir, and none of the keys in
+    `leave_out` (a sweep's own keys: on the command line they would win over the sweep)."""
+    return [
+        o
+        for o in tiny_overrides(data_dir, out_dir)
+        if o.split("=")[0] not in leave_out and not o.startswith("hydra.run.dir")
     ]
 
 
