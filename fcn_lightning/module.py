@@ -24,7 +24,7 @@ from fcn_lightning.optim import build_optimizer, build_schedule
 from fcn_lightning.rng_state import collect_rng_states, restore_rng_states
 
 # Keys of the `model` node that are not build_fcn arguments.
-NOT_BUILD_ARGS = ("name", "init_from", "init_stages", "paper_lr")
+NOT_BUILD_ARGS = ("name", "init_from", "init_stages", "paper_lr", "paper_steps")
 
 
 class FCNModule(pl.LightningModule):

@@ -13,6 +13,7 @@ def register_resolvers() -> None:
     # Cached: one value per process, so every use within a run agrees.
     OmegaConf.register_new_resolver("uid", lambda: secrets.token_hex(3), use_cache=True)
     OmegaConf.register_new_resolver("mul", lambda a, b: float(a) * float(b))
+    OmegaConf.register_new_resolver("div_ceil", lambda a, b: -(-int(a) // int(b)))
     OmegaConf.register_new_resolver("gpu_count", _gpu_count)
 
 

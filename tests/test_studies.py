@@ -190,3 +190,22 @@ def test_an_unknown_stage_is_a_config_error_naming_the_key(data_dir, tmp_path):
     with pytest.raises(ConfigError, match=r"model\.init_stages: no model config 'fcn64s'"):
         train(cfg)
     assert not (tmp_path / "stages").exists()  # nothing started
+
+
+@pytest.mark.parametrize(
+    ("overrides", "steps"),
+    [
+        ([], 100_000),
+        (["model=fcn8s_atonce"], 300_000),  # PAMI trained at-once three times longer
+        (["experiment=study_optim", "optim=accum"], 5_000),  # 100k images in 20s
+        (["experiment=study_optim", "optim=heavy"], 100_000),
+        (["model=fcn8s_atonce", "optim=accum"], 15_000),
+    ],
+)
+def test_training_length_follows_the_reference_in_images(overrides, steps):
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=overrides)
+    assert cfg.trainer.max_steps == steps
+    assert cfg.trainer.max_steps * cfg.trainer.accumulate_grad_batches >= cfg.model.paper_steps

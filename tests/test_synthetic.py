@@ -303,6 +303,29 @@ def test_many_objects_are_smaller_than_a_16_pixel_cell(medium_labels):
     assert np.mean(np.array(areas) < 16 * 16) > 0.2
 
 
+def test_each_image_is_one_scene_and_both_scenes_are_common(medium_labels):
+    """A class is a shape in a scene: the striped and the checkered version of a shape never
+    share an image, and each scene holds about half the images."""
+    scenes = []
+    for label in medium_labels["train"]:
+        present = {int(c) for c in np.unique(label)} - {0, VOID}
+        in_scene = {(c - 1) // 3 for c in present}  # 1-3 striped, 4-6 checkered
+        assert len(in_scene) == 1, f"classes of both scenes in one image: {sorted(present)}"
+        scenes += in_scene
+    assert 0.4 < np.mean(scenes) < 0.6
+
+
+def test_the_scene_is_out_of_a_pool3_view_for_most_object_pixels(medium_labels):
+    """Most object pixels lie farther from the ground band (at most 14 px tall, along the
+    bottom) than pool3's receptive field reaches (44 px: 22 on each side), so their class
+    needs the deeper layers' context."""
+    far = []
+    for label in medium_labels["val"]:
+        rows = np.nonzero((label != 0) & (label != VOID))[0]
+        far.append((label.shape[0] - 14 - rows) > 22)
+    assert np.concatenate(far).mean() > 0.5
+
+
 def _colour_bins(image: np.ndarray) -> np.ndarray:
     return (image // 16).astype(np.int64) @ np.array([256, 16, 1])
 

@@ -1,24 +1,31 @@
 """The embedded default dataset: synthetic scenes written as a PASCAL VOC tree from a seed.
 
 Every test and the CPU quick start need segmentation data without a download, and it
-should be data on which FCN's skips matter. Seven classes (`SYNTHETIC_CLASSES`):
+should be data on which both halves of FCN's argument show: deep, coarse layers know
+*what*, shallow, fine layers know *where*. Seven classes (`SYNTHETIC_CLASSES`): three
+shapes, each in one of two scenes.
 
-=====  ==========  ========================================================================
-index  class       what it looks like (sizes in pixels)
-=====  ==========  ========================================================================
-0      background  smooth colour fields, plus soft-edged blobs in the objects' colours
-1      disc        solid ellipse; two thirds are small (12-18 across), the rest 20-44
-2      ring        annulus 26-48 across, stroke 9-13 wide, background inside
-3      cross       plus sign 20-36 long, arms 9-13 wide
-4      wire        curved stroke 9-13 wide across at least half the image
-5      striped     box or ellipse 16-48 across, two-colour stripes of period 5-8
-6      checkered   box or ellipse 16-48 across, two-colour checks of 2.5-4
-=====  ==========  ========================================================================
+=====  ================  ==================================================================
+index  class             what it looks like (sizes in pixels)
+=====  ================  ==================================================================
+0      background        smooth colour fields, soft-edged blobs in the objects' colours,
+                         and the ground: a band 10-14 tall along the bottom, striped or
+                         checkered, which names the scene
+1, 4   disc@striped,     solid ellipse; two thirds small (12-18 across), the rest 20-44
+       disc@checkered
+2, 5   cross@...         plus sign 20-36 long, arms 9-13 wide
+3, 6   wire@...          curved stroke 9-13 wide across at least half the area above
+                         the ground
+=====  ================  ==================================================================
 
-*What*: all classes paint with one nine-colour palette and the background has blobs in
-those colours, so a pixel's colour does not decide its class; shape and texture seen in
-context do. *Where*: strokes and small discs vanish at FCN-32s's output stride and are
-resolved at FCN-8s's. Each image holds 3-6 objects, later ones occluding earlier ones.
+*What*: an object's class is its shape *and* its scene, and the scene shows only in the
+ground band, usually tens of pixels from the object: a net has to see far to name it, as
+pool3 alone (receptive field 44 px) cannot and fc7 (the whole image) can. All objects paint
+with one nine-colour palette and the background has blobs in those colours, so a pixel's
+colour does not decide its class either. *Where*: strokes and small discs vanish at
+FCN-32s's output stride and are resolved at FCN-8s's. Each image holds 3-6 objects of one
+scene, later ones occluding earlier ones.
+
 Images come in four sizes (`image_size` or three quarters of it, per side) so batching
 meets unequal sizes; object sizes do not scale with `image_size`. Boundary pixels are 255
 (void), as in VOC (see `synthetic_shapes`).
@@ -52,7 +59,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from fcn_lightning.data.synthetic_shapes import CLASSES, OBJECT_CLASSES, Scene, render_scene
+from fcn_lightning.data.synthetic_shapes import CLASSES, SCENES, SHAPES, Scene, render_scene
 from fcn_lightning.errors import DataError, FCNError
 from fcn_lightning.visualize import palette_image
 
@@ -60,7 +67,7 @@ log = logging.getLogger(__name__)
 
 SYNTHETIC_CLASSES: tuple[str, ...] = CLASSES
 # Bump whenever the files a seed produces change, so stale trees are refused, not reused.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 GENERATOR = "fcn_lightning.data.synthetic"
 MANIFEST = "manifest.json"
 SPLITS = ("train", "val")
@@ -70,7 +77,7 @@ OBJECTS_PER_IMAGE = (3, 6)
 DEFAULT_NUM_TRAIN = 1000
 DEFAULT_NUM_VAL = 100
 DEFAULT_IMAGE_SIZE = 96
-MIN_IMAGE_SIZE = 48  # the largest objects are about this big
+MIN_IMAGE_SIZE = 48  # the largest objects and the ground band need about this much
 
 
 @dataclass(frozen=True)
@@ -113,11 +120,12 @@ def _sample(spec: SyntheticSpec, split: str, index: int) -> Scene:
     sizes = spec.sizes()
     height, width = sizes[rng.integers(len(sizes))]
     count = rng.integers(OBJECTS_PER_IMAGE[0], OBJECTS_PER_IMAGE[1] + 1)
-    objects = list(rng.choice(OBJECT_CLASSES, size=count - 1))
-    # Cycling one class per image, drawn last so nothing hides it, puts every class in
-    # every split of at least six images.
-    objects.append(OBJECT_CLASSES[index % len(OBJECT_CLASSES)])
-    return render_scene(rng, int(height), int(width), [int(c) for c in objects])
+    shapes = [SHAPES[i] for i in rng.integers(len(SHAPES), size=count - 1)]
+    # Cycling the scene and one shape per image (the shape drawn last so nothing hides it)
+    # puts every class in every split of at least six images.
+    scene = SCENES[index % len(SCENES)]
+    shapes.append(SHAPES[(index // len(SCENES)) % len(SHAPES)])
+    return render_scene(rng, int(height), int(width), scene, shapes)
 
 
 def _write_sample(root: Path, image_id: str, image: np.ndarray, label: np.ndarray) -> None:

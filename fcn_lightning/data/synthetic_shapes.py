@@ -6,12 +6,18 @@ edges are anti-aliased as in a photograph. A pixel that a class boundary passes 
 Such pixels are a blend of two classes, so they are neither learned nor scored, and two
 classes never touch without void between them.
 
-Every class takes its colours from one shared palette and the background carries
-soft-edged blobs in the same colours, so no colour belongs to one class. Classes differ in
-shape (disc, ring, cross, wire) or texture (striped, checkered); smooth colour fields and
-soft blobs are background. Sizes are in output pixels and do not scale with the image:
-strokes 9-13 px wide and discs 12-18 px across vanish at a 32 px output stride and are
-resolved at 8 px.
+A class is a shape in a scene: *what* an object is depends on its own shape (disc,
+cross, wire) and on the scene it is in, and the scene shows only in the ground band along
+the bottom of the image (striped or checkered), mostly far from the objects. A net that
+sees a few dozen pixels around an object can tell its shape but must guess its scene; one
+that sees the whole image can tell both, as in PASCAL, where a boat and a car can look
+alike up close and the water tells them apart. *Where* an object is takes a fine output
+stride: sizes are in output pixels and do not scale with the image, and strokes 9-13 px
+wide and discs 12-18 px across vanish at a 32 px output stride and are resolved at 8 px.
+
+Every object takes its colours from one shared palette and the background carries
+soft-edged blobs in the same colours, so no colour belongs to one class; smooth colour
+fields, soft blobs and the ground band are background.
 """
 
 from __future__ import annotations
@@ -25,17 +31,19 @@ import numpy as np
 SUPERSAMPLE = 3
 VOID = 255
 
+SHAPES: tuple[str, ...] = ("disc", "cross", "wire")
+SCENES: tuple[str, ...] = ("striped", "checkered")  # the ground band's texture
 CLASSES: tuple[str, ...] = (
     "background",
-    "disc",
-    "ring",
-    "cross",
-    "wire",
-    "striped",
-    "checkered",
+    *(f"{shape}@{scene}" for scene in SCENES for shape in SHAPES),
 )
 BACKGROUND = CLASSES.index("background")
 OBJECT_CLASSES: tuple[int, ...] = tuple(range(1, len(CLASSES)))
+
+
+def class_index(shape: str, scene: str) -> int:
+    return CLASSES.index(f"{shape}@{scene}")
+
 
 PALETTE = np.array(
     [
@@ -57,9 +65,9 @@ PALETTE = np.array(
 STROKE_WIDTH = (9.0, 13.0)
 SMALL_DISC_RADIUS = (6.0, 9.0)
 LARGE_DISC_RADIUS = (10.0, 22.0)
-RING_RADIUS = (13.0, 24.0)
 CROSS_HALF_LENGTH = (10.0, 18.0)
-TEXTURE_HALF_SIZE = (8.0, 24.0)
+# The ground band: tall enough to read its texture, low enough to leave room for objects.
+GROUND_HEIGHT = (10.0, 14.0)
 # An object needs this much RGB distance from the background under it to be visible at all;
 # an invisible object would be label noise no model can learn.
 MIN_CONTRAST = 90.0
@@ -82,6 +90,7 @@ class _Canvas:
         self.height, self.width = height, width
         self.rgb = np.zeros((height * SUPERSAMPLE, width * SUPERSAMPLE, 3), np.float32)
         self.label = np.full((height * SUPERSAMPLE, width * SUPERSAMPLE), BACKGROUND, np.uint8)
+        self.ground_top = float(height)  # objects are placed above this row
 
     def window(self, y0: float, y1: float, x0: float, x1: float):
         """The sub-pixel slices covering a box, and their centres' coordinates."""
@@ -199,8 +208,9 @@ def _draw_background(canvas: _Canvas, rng: np.random.Generator) -> None:
 
 
 def _place(canvas: _Canvas, rng: np.random.Generator, margin: float = 4.0):
+    """An object's centre: anywhere above the ground band."""
     return (
-        rng.uniform(margin, canvas.height - margin),
+        rng.uniform(margin, max(canvas.ground_top - margin, margin + 1)),
         rng.uniform(margin, canvas.width - margin),
     )
 
@@ -221,20 +231,6 @@ def _draw_disc(canvas: _Canvas, rng: np.random.Generator, cls: int) -> None:
     canvas.paint(cls, box, inside, _solid(colour))
 
 
-def _draw_ring(canvas: _Canvas, rng: np.random.Generator, cls: int) -> None:
-    cy, cx = _place(canvas, rng)
-    outer = rng.uniform(*RING_RADIUS)
-    inner = outer - rng.uniform(*STROKE_WIDTH)
-    colour = _pick_colour(rng, canvas.colour_at(cy, cx))
-
-    def inside(yy, xx):
-        r = np.hypot(yy - cy, xx - cx)
-        return (r <= outer) & (r >= inner)
-
-    box = (cy - outer, cy + outer, cx - outer, cx + outer)
-    canvas.paint(cls, box, inside, _solid(colour))
-
-
 def _draw_cross(canvas: _Canvas, rng: np.random.Generator, cls: int) -> None:
     cy, cx = _place(canvas, rng)
     half_len = rng.uniform(*CROSS_HALF_LENGTH)
@@ -251,12 +247,14 @@ def _draw_cross(canvas: _Canvas, rng: np.random.Generator, cls: int) -> None:
 
 
 def _draw_wire(canvas: _Canvas, rng: np.random.Generator, cls: int) -> None:
-    """A curved stroke (quadratic Bezier) running across a good part of the image."""
-    h, w = canvas.height, canvas.width
+    """A curved stroke (quadratic Bezier) running across a good part of the area above the
+    ground."""
+    h, w = canvas.ground_top, canvas.width
     ends = rng.uniform((0, 0), (h, w), size=(2, 2))
     while np.linalg.norm(ends[1] - ends[0]) < 0.5 * min(h, w):
         ends[1] = rng.uniform((0, 0), (h, w))
     control = ends.mean(axis=0) + rng.normal(0.0, 0.2 * min(h, w), 2)
+    control[0] = min(control[0], h)  # the bend stays above the ground too
     t = np.linspace(0.0, 1.0, 9)[:, None]
     points = (1 - t) ** 2 * ends[0] + 2 * (1 - t) * t * control + t**2 * ends[1]
     half_width = rng.uniform(*STROKE_WIDTH) / 2
@@ -271,67 +269,49 @@ def _draw_wire(canvas: _Canvas, rng: np.random.Generator, cls: int) -> None:
     canvas.paint(cls, (lo[0], hi[0], lo[1], hi[1]), inside, _solid(colour))
 
 
-def _two_colours(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    first = PALETTE[rng.integers(len(PALETTE))]
-    return first, _pick_colour(rng, first)
-
-
-def _textured_region(canvas: _Canvas, rng: np.random.Generator):
-    """A rotated box or ellipse, 14-36 px across, to be filled with a texture."""
-    cy, cx = _place(canvas, rng)
-    half = rng.uniform(*TEXTURE_HALF_SIZE, size=2)
-    angle = rng.uniform(0, np.pi)
-    ellipse = rng.random() < 0.5
-
-    def inside(yy, xx):
-        u, v = _rotated(yy, xx, cy, cx, angle)
-        if ellipse:
-            return (u / half[0]) ** 2 + (v / half[1]) ** 2 <= 1.0
-        return (np.abs(u) <= half[0]) & (np.abs(v) <= half[1])
-
-    reach = float(np.hypot(*half))
-    return (cy - reach, cy + reach, cx - reach, cx + reach), inside
-
-
-def _draw_striped(canvas: _Canvas, rng: np.random.Generator, cls: int) -> None:
-    box, inside = _textured_region(canvas, rng)
+def _stripes(rng: np.random.Generator, a: np.ndarray, b: np.ndarray) -> Paint:
     period, angle = rng.uniform(5.0, 8.0), rng.uniform(0, np.pi)
-    a, b = _two_colours(rng)
 
     def colour(yy, xx):
         u, _ = _rotated(yy, xx, 0.0, 0.0, angle)
         return np.where(((u / period) % 1.0 < 0.5)[..., None], a, b)
 
-    canvas.paint(cls, box, inside, colour)
+    return colour
 
 
-def _draw_checkered(canvas: _Canvas, rng: np.random.Generator, cls: int) -> None:
-    box, inside = _textured_region(canvas, rng)
+def _checks(rng: np.random.Generator, a: np.ndarray, b: np.ndarray) -> Paint:
     cell, angle = rng.uniform(2.5, 4.0), rng.uniform(0, np.pi / 2)
-    a, b = _two_colours(rng)
 
     def colour(yy, xx):
         u, v = _rotated(yy, xx, 0.0, 0.0, angle)
         parity = (np.floor(u / cell) + np.floor(v / cell)) % 2 == 0
         return np.where(parity[..., None], a, b)
 
-    canvas.paint(cls, box, inside, colour)
+    return colour
 
 
-_DRAW = {
-    "disc": _draw_disc,
-    "ring": _draw_ring,
-    "cross": _draw_cross,
-    "wire": _draw_wire,
-    "striped": _draw_striped,
-    "checkered": _draw_checkered,
-}
+_GROUND = {"striped": _stripes, "checkered": _checks}
+_DRAW = {"disc": _draw_disc, "cross": _draw_cross, "wire": _draw_wire}
 
 
-def render_scene(rng: np.random.Generator, height: int, width: int, objects: list[int]) -> Scene:
-    """Background, then `objects` (class indices) painted in order, later ones on top."""
+def _draw_ground(canvas: _Canvas, rng: np.random.Generator, scene: str) -> None:
+    """The band along the bottom whose texture names the scene; labelled background."""
+    first = PALETTE[rng.integers(len(PALETTE))]
+    texture = _GROUND[scene](rng, first, _pick_colour(rng, first))
+    box = (canvas.ground_top, canvas.height, 0.0, canvas.width)
+    win, yy, xx = canvas.window(*box)
+    canvas.rgb[win] = np.broadcast_to(texture(yy, xx), (yy.shape[0], xx.shape[1], 3))
+
+
+def render_scene(
+    rng: np.random.Generator, height: int, width: int, scene: str, shapes: list[str]
+) -> Scene:
+    """Background, the ground band of `scene`, then `shapes` painted in order (later ones
+    on top), each labelled as that shape in that scene."""
     canvas = _Canvas(height, width)
+    canvas.ground_top = height - rng.uniform(*GROUND_HEIGHT)
     _draw_background(canvas, rng)
-    for cls in objects:
-        _DRAW[CLASSES[cls]](canvas, rng, cls)
+    _draw_ground(canvas, rng, scene)
+    for shape in shapes:
+        _DRAW[shape](canvas, rng, class_index(shape, scene))
     return canvas.finish(rng)
