@@ -9,7 +9,7 @@ from fcn_lightning.models.build import (
 from fcn_lightning.models.fcn import FCN, VARIANTS
 from fcn_lightning.models.staged import init_from_checkpoint, init_from_state_dict
 from fcn_lightning.models.torchfcn import load_torchfcn
-from fcn_lightning.models.weights import PRETRAINED, get_pretrained
+from fcn_lightning.models.weights import PRETRAINED
 from fcn_lightning.normalization import InputNorm, get_input_norm
 
 

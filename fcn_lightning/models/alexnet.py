@@ -20,6 +20,7 @@ to a multiple of 32). The head derives the reference's ``upscore`` kernel 63 and
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import ClassVar
 
 import torchvision
 from torch import Tensor, nn
@@ -58,7 +59,7 @@ WEIGHTS = {
 class AlexNetBackbone(nn.Module):
     """The ``fc7`` tap of a (width-scaled) AlexNet, shaped for ``weights``."""
 
-    ROLES = {"fc7": "fc7"}
+    ROLES: ClassVar[dict[str, str]] = {"fc7": "fc7"}
     GEOMETRIES = ("caffe", "aligned")
 
     @staticmethod

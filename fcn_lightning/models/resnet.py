@@ -20,6 +20,7 @@ ResNets have no fc layers, so ``dropout`` has nothing to act on.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import ClassVar
 
 from torch import Tensor, nn
 from torchvision.models import ResNet50_Weights, ResNet101_Weights
@@ -71,7 +72,7 @@ def make_stage(
 class ResNetBackbone(nn.Module):
     """Taps ``layer2``, ``layer3``, ``layer4`` of a (width-scaled) torchvision ResNet."""
 
-    ROLES = {"fc7": "layer4", "pool4": "layer3", "pool3": "layer2"}
+    ROLES: ClassVar[dict[str, str]] = {"fc7": "layer4", "pool4": "layer3", "pool3": "layer2"}
     GEOMETRIES = ("aligned",)
 
     @staticmethod
@@ -109,7 +110,9 @@ class ResNetBackbone(nn.Module):
         self.channels: dict[str, int] = {}
         self.stages: list[str] = []
         inplanes, dilation = stem, 1
-        for index, (name, planes, blocks) in enumerate(zip(STAGES, PLANES, BLOCKS[depth])):
+        for index, (name, planes, blocks) in enumerate(
+            zip(STAGES, PLANES, BLOCKS[depth], strict=True)
+        ):
             if index > STAGES.index(self.taps[-1]):
                 break  # layers past the deepest tap would only hold unused parameters
             stride, first_dilation = (1 if index == 0 else 2), dilation

@@ -4,6 +4,7 @@ convolutional (fc6 -> 7x7 conv, fc7 -> 1x1 conv; fc8 is dropped)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import ClassVar
 
 from torch import Tensor, nn
 from torchvision.models.vgg import cfgs, make_layers
@@ -36,7 +37,12 @@ class VGG16Backbone(nn.Module):
     Both weight sources (``weights``) fit the same layers.
     """
 
-    ROLES = {"fc7": "fc7", "pool5": "pool5", "pool4": "pool4", "pool3": "pool3"}
+    ROLES: ClassVar[dict[str, str]] = {
+        "fc7": "fc7",
+        "pool5": "pool5",
+        "pool4": "pool4",
+        "pool3": "pool3",
+    }
     GEOMETRIES = ("caffe", "aligned")
 
     @staticmethod
