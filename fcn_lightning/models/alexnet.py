@@ -4,10 +4,11 @@ Two shapes of AlexNet, chosen by the weights they load (``model.weights``):
 
 - ``caffe`` (the reference's): CaffeNet's layers. conv1 96 11x11/4, pool, LRN, conv2 256
   5x5 in 2 groups, pool, LRN, conv3 384, conv4 384 and conv5 256 in 2 groups, pool5; fc6 a
-  6x6 conv to 4096, fc7 1x1. Weights: Caffe's ``bvlc_reference_caffenet`` converted to a
-  state dict with the reference's layer names (``conv1.weight`` ... ``fc7.bias``; fc6/fc7 as
-  convolutions or as InnerProduct matrices). No converted file is published, so the file
-  must be put at the cache path or given as ``model.weights_path``. BGR, Caffe mean.
+  6x6 conv to 4096, fc7 1x1. Weights: Caffe's ImageNet AlexNet (``bvlc_alexnet``, which the
+  reference starts from; CaffeNet has the same shapes) converted to a state dict with the
+  reference's layer names (``conv1.weight`` ... ``fc7.bias``; fc6/fc7 as convolutions or as
+  InnerProduct matrices). No converted file is published, so it must be put at the cache
+  path or given as ``model.weights_path``. BGR, Caffe mean pixel.
 - ``torchvision``: torchvision's AlexNet (64-192-384-256-256, no LRN, no groups) and its
   ``AlexNet_Weights.IMAGENET1K_V1``, fetched through torchvision's weights API. RGB,
   ImageNet mean/std. Dropout sits after fc6 and fc7 as in the reference, not before.
@@ -49,9 +50,9 @@ WEIGHTS = {
     "caffe": PretrainedWeights(
         name="caffe",
         url=None,
-        file_name="caffenet_from_caffe.pth",
+        file_name="alexnet_from_caffe.pth",
         input_norm="caffe",
-        model="AlexNet (CaffeNet)",
+        model="AlexNet (Caffe)",
     ),
 }
 
