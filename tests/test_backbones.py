@@ -381,3 +381,13 @@ def test_a_tiny_training_run_with_a_new_backbone(overrides, tmp_path):
     metrics = train(compose_train(data_dir, run, *overrides, "optim.lr=0.01"))
     assert (run / "checkpoints" / "last.ckpt").is_file()
     assert 0 <= metrics["val/mean_iu"] <= 1 and torch.isfinite(torch.tensor(metrics["val/loss"]))
+
+
+def test_flops_table_covers_each_backbones_own_variants_and_geometries():
+    from fcn_lightning.models.flops import flops_table
+
+    table = flops_table([(48, 64)], ["fcn32s", "fcn8s"], ("alexnet", "resnet50_dilated"))
+    rows = [line.split(" | ")[:2] for line in table.splitlines()[2:]]
+    assert rows == [["| alexnet", "fcn32s"], ["| resnet50_dilated", "fcn32s"],
+                    ["| resnet50_dilated", "fcn8s"]]  # fmt: skip
+    assert "| - |" in table  # no caffe geometry for ResNets

@@ -13,13 +13,17 @@ import argparse
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from fcn_lightning.models.build import BACKBONES, build_fcn
+from fcn_lightning.models.build import BACKBONES, backbone_default, build_fcn
 from fcn_lightning.models.fcn import VARIANTS
 
 
-def _meta_model(variant: str, geometry: str, backbone: str, classes: int):
+def _meta_model(variant: str, geometry: str | None, backbone: str, classes: int):
+    # The layers the config would build: AlexNet's follow its default (Caffe) weights.
+    weights = backbone_default(backbone, "weights")
     with torch.device("meta"):
-        return build_fcn(variant, num_classes=classes, geometry=geometry, backbone=backbone).eval()
+        return build_fcn(
+            variant, num_classes=classes, geometry=geometry, backbone=backbone, weights=weights
+        ).eval()
 
 
 def forward_flops(
