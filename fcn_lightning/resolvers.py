@@ -15,6 +15,14 @@ def register_resolvers() -> None:
     OmegaConf.register_new_resolver("mul", lambda a, b: float(a) * float(b))
     OmegaConf.register_new_resolver("div_ceil", lambda a, b: -(-int(a) // int(b)))
     OmegaConf.register_new_resolver("gpu_count", _gpu_count)
+    OmegaConf.register_new_resolver("backbone_default", _backbone_default)
+
+
+def _backbone_default(backbone: str, key: str) -> str:
+    """model.geometry / model.weights when the config leaves them to the backbone."""
+    from fcn_lightning.models.build import backbone_default
+
+    return backbone_default(backbone, key)
 
 
 def _gpu_count() -> int:

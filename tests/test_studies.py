@@ -40,7 +40,9 @@ def data_dir(tmp_path_factory):
 
 
 def test_every_study_preset_is_tested():
-    presets = {p.stem for p in (ROOT / "experiments").glob("*.yaml")} - {"quickstart"}
+    # Presets that run one configuration rather than sweep a study.
+    single = {"quickstart", "fcn_alexnet"}
+    presets = {p.stem for p in (ROOT / "experiments").glob("*.yaml")} - single
     assert presets == set(STUDIES)
 
 

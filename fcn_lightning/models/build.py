@@ -3,15 +3,28 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from torch import nn
 
 from fcn_lightning.errors import ConfigError
+from fcn_lightning.models.alexnet import AlexNetBackbone
 from fcn_lightning.models.fcn import FCN, GEOMETRIES, UPSAMPLING, VARIANTS
+from fcn_lightning.models.resnet import ResNetBackbone
 from fcn_lightning.models.vgg import VGG16Backbone
-from fcn_lightning.models.weights import fetch_vgg16_state_dict, get_pretrained, load_vgg16_into
+from fcn_lightning.models.weights import PretrainedWeights, fetch_state_dict, get_pretrained
 
-BACKBONES = {"vgg16": VGG16Backbone}
+# model.backbone -> (class, its architecture arguments). A backbone class declares ROLES
+# (variant tap -> its own tap), GEOMETRIES (the first is its default), weights_for() and
+# load_pretrained(); see fcn.py for what the head needs of it.
+BACKBONES: dict[str, tuple[type[nn.Module], dict[str, Any]]] = {
+    "vgg16": (VGG16Backbone, {}),
+    "alexnet": (AlexNetBackbone, {}),
+    "resnet50": (ResNetBackbone, {"depth": 50}),
+    "resnet101": (ResNetBackbone, {"depth": 101}),
+    "resnet50_dilated": (ResNetBackbone, {"depth": 50, "dilated": True}),
+    "resnet101_dilated": (ResNetBackbone, {"depth": 101, "dilated": True}),
+}
 
 
 def _choice(value: str, choices, key: str) -> str:
@@ -20,12 +33,35 @@ def _choice(value: str, choices, key: str) -> str:
     return value
 
 
+def backbone_default(backbone: str, key: str) -> str:
+    """The config's default ``model.geometry`` / ``model.weights`` for ``backbone``: the
+    reference's (caffe) where the backbone has it. Unknown names get VGG16's, so that
+    `build_fcn` is the one place that refuses them."""
+    cls, arch = BACKBONES.get(backbone, BACKBONES["vgg16"])
+    if key == "geometry":
+        return cls.GEOMETRIES[0]
+    if key == "weights":
+        try:
+            cls.weights_for("caffe", **arch)
+        except ConfigError:
+            return "torchvision"
+        return "caffe"
+    raise ValueError(f"no backbone default for {key!r}")
+
+
+def backbone_weights(backbone: str, weights: str) -> PretrainedWeights:
+    """What ``model.weights`` means for ``model.backbone`` (a ConfigError if it has none)."""
+    _choice(backbone, BACKBONES, "model.backbone")
+    cls, arch = BACKBONES[backbone]
+    return cls.weights_for(weights, **arch)
+
+
 def build_fcn(
     variant: str,
     *,
     num_classes: int = 21,
     backbone: str = "vgg16",
-    geometry: str = "caffe",
+    geometry: str | None = None,
     pretrained: bool = False,
     weights: str = "torchvision",
     weights_path: str | Path | None = None,
@@ -42,21 +78,27 @@ def build_fcn(
         variant: ``fcn32s``, ``fcn16s``, ``fcn8s``, ``fcn8s_atonce`` or the single-layer
             ablations ``pool5``, ``pool4``, ``pool3``.
         num_classes: C, background included (21 for PASCAL VOC).
-        backbone: ``vgg16``.
+        backbone: ``vgg16``; ``alexnet`` (FCN-32s only); ``resnet50``, ``resnet101`` (taps
+            at strides 8/16/32, no ``pool5``) or their ``_dilated`` versions (output stride
+            8).
         geometry: ``caffe`` (pad 100 and the reference crops) or ``aligned`` (no pad 100;
-            same parameters, far fewer FLOPs).
+            same parameters, far fewer FLOPs); ResNets have only ``aligned``. None: the
+            backbone's default (``caffe`` where it has it).
         pretrained: start the backbone from ImageNet weights (``weights`` says which).
-        weights: ``torchvision`` or ``caffe``; each needs its own input normalisation
+        weights: ``torchvision`` or ``caffe`` (VGG16 and AlexNet; AlexNet's layers follow
+            the weights' shape); each needs its own input normalisation
             (`fcn_lightning.models.input_norm_for`).
         weights_path: a local weights file to use instead of the cache or a download.
         weights_url: a mirror to download the weights from.
         width: backbone channel multiplier (e.g. 0.25 for CPU runs and tests).
         upsampling: ``fixed`` (bilinear, frozen, as the reference) or ``learned``.
         frozen_backbone: train only the score layers ("FCN-32s fixed" in the paper).
-        dropout: element-wise dropout probability after fc6 and fc7.
+        dropout: element-wise dropout probability after fc6 and fc7 (VGG16, AlexNet).
     """
     _choice(variant, VARIANTS, "model.variant")
     _choice(backbone, BACKBONES, "model.backbone")
+    cls, arch = BACKBONES[backbone]
+    geometry = cls.GEOMETRIES[0] if geometry is None else geometry
     _choice(geometry, GEOMETRIES, "model.geometry")
     _choice(upsampling, UPSAMPLING, "model.upsampling")
     get_pretrained(weights)
@@ -68,15 +110,35 @@ def build_fcn(
         raise ConfigError(f"model.dropout={dropout!r}: must be in [0, 1)")
 
     spec = VARIANTS[variant]
-    body = BACKBONES[backbone](
-        taps=(spec.score_from, *spec.skips), width=width, geometry=geometry, dropout=dropout
+    missing = [tap for tap in (spec.score_from, *spec.skips) if tap not in cls.ROLES]
+    if missing:
+        supported = sorted(
+            v for v, s in VARIANTS.items() if {s.score_from, *s.skips} <= set(cls.ROLES)
+        )
+        raise ConfigError(
+            f"model.variant={variant} needs a {missing[0]} tap, which model.backbone={backbone}"
+            f" does not have: choose model.variant from {supported}"
+        )
+    if geometry not in cls.GEOMETRIES:
+        raise ConfigError(
+            f"model.geometry={geometry} is not available for model.backbone={backbone}: "
+            f"choose one of {list(cls.GEOMETRIES)}"
+        )
+    source_weights = cls.weights_for(weights, **arch)
+    body = cls(
+        **arch,
+        taps=tuple(cls.ROLES[tap] for tap in (spec.score_from, *spec.skips)),
+        width=width,
+        geometry=geometry,
+        dropout=dropout,
+        weights=weights,
     )
     if pretrained:
-        state_dict = fetch_vgg16_state_dict(
-            weights, weights_path=weights_path, weights_url=weights_url, progress=progress
+        state_dict = fetch_state_dict(
+            source_weights, weights_path=weights_path, weights_url=weights_url, progress=progress
         )
-        source = str(weights_path) if weights_path else f"{weights} VGG16 weights"
-        load_vgg16_into(body, state_dict, source=source)
+        source = str(weights_path) if weights_path else f"{weights} {source_weights.model} weights"
+        body.load_pretrained(state_dict, source=source)
     model = FCN(body, variant, num_classes=num_classes, geometry=geometry, upsampling=upsampling)
     if frozen_backbone:
         body.requires_grad_(False)

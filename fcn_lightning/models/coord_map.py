@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 from torch import nn
+from torchvision.models.resnet import BasicBlock, Bottleneck
+from torchvision.ops import FrozenBatchNorm2d
 
 # Layers that keep every cell where it is.
 PASS_THROUGH = (
@@ -21,6 +23,7 @@ PASS_THROUGH = (
     nn.Dropout2d,
     nn.LocalResponseNorm,
     nn.BatchNorm2d,
+    FrozenBatchNorm2d,
     nn.Identity,
 )
 
@@ -46,19 +49,42 @@ class CoordMap:
             return self
         if isinstance(layer, nn.Sequential):
             return self.through(layer)
+        if isinstance(layer, nn.ZeroPad2d):
+            left, _, top, _ = layer.padding  # only where cells start matters
+            return CoordMap(
+                self.scale, self.offset - self.scale * _square((left, top), "padding", layer)
+            )
+        if isinstance(layer, BasicBlock | Bottleneck):
+            return self._residual(layer)
         if isinstance(layer, nn.ConvTranspose2d | nn.Conv2d | nn.MaxPool2d | nn.AvgPool2d):
             k = _square(layer.kernel_size, "kernel", layer)
             s = _square(layer.stride, "stride", layer)
-            p = _square(layer.padding, "padding", layer)
             d = _square(getattr(layer, "dilation", 1), "dilation", layer)
             half_extent = Fraction((k - 1) * d, 2)  # centre of the kernel's footprint
+            p = _square(layer.padding, "padding", layer)
             if isinstance(layer, nn.ConvTranspose2d):
-                # output cell j gathers input cells i with j = i * s - p + t, 0 <= t < k,
-                # so its centre maps back to input position (j + p - half_extent) / s.
-                return CoordMap(self.scale / s, self.offset + self.scale * (p - half_extent) / s)
+                return self.transposed(half_extent, s, p)
             # output cell j covers input cells j * s - p + [0, (k - 1) * d].
             return CoordMap(self.scale * s, self.offset + self.scale * (half_extent - p))
         raise TypeError(f"coord_map does not know how {type(layer).__name__} moves cells")
+
+    def transposed(self, half_extent: Fraction, stride: int, padding: int) -> CoordMap:
+        """The map after a transposed conv whose kernel footprint is ``2 * half_extent + 1``."""
+        # output cell j gathers input cells i with j = i * s - p + t, 0 <= t < k,
+        # so its centre maps back to input position (j + p - half_extent) / s.
+        return CoordMap(
+            self.scale / stride, self.offset + self.scale * (padding - half_extent) / stride
+        )
+
+    def _residual(self, block: BasicBlock | Bottleneck) -> CoordMap:
+        """A residual block sums two branches, so both must put their cells at the same place
+        (torchvision's strided 3x3 and strided 1x1 shortcut both do)."""
+        convs = ["conv1", "conv2", "conv3"] if isinstance(block, Bottleneck) else ["conv1", "conv2"]
+        main = self.through(getattr(block, name) for name in convs)
+        shortcut = self if block.downsample is None else self.then(block.downsample)
+        if main != shortcut:
+            raise ValueError(f"residual branches disagree ({main} vs {shortcut}) in {block}")
+        return main
 
     def through(self, layers: Iterable[nn.Module]) -> CoordMap:
         """The map after applying ``layers`` in order."""

@@ -15,14 +15,23 @@ backbone's layers by receptive-field arithmetic (`coord_map`), so other backbone
 Every score layer starts at zero (a skip starts as a no-op); every upsampling kernel starts
 bilinear on the class diagonal and is frozen unless ``upsampling="learned"``.
 
+Variants name their taps by the reference's VGG16 layers (``fc7``, ``pool4``, ``pool3``);
+each backbone maps them to its own (``ROLES``: ResNet's ``layer4``, ``layer3``, ``layer2``),
+and layers are named after the backbone's taps (``score_layer3``). An upsampling by f has
+the reference's kernel 2f, or 2f - 1 where the backbone centres its cells on whole pixels
+(odd kernels throughout: AlexNet's ``upscore`` k63, ResNet). Taps at the same stride (a
+dilated ResNet) are summed without upsampling.
+
 ``geometry="aligned"`` drops the pad-100 trick: the backbone uses "same" padding, the input
 is padded at the bottom/right to a multiple of the coarsest stride, and the transposed convs
-trim ``(kernel - stride) / 2`` themselves, so every crop offset comes out as 0.
+pad so that their first output cell lies on the first target cell, so every crop offset
+comes out as 0.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from fractions import Fraction
 
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -33,7 +42,8 @@ from fcn_lightning.models.coord_map import CoordMap, crop_offset
 
 @dataclass(frozen=True)
 class Variant:
-    """Which backbone tap is scored, and which shallower taps are fused in (deepest first)."""
+    """Which backbone tap is scored, and which shallower taps are fused in (deepest first),
+    named by the reference's VGG16 layers (a backbone's ``ROLES`` maps them to its own)."""
 
     score_from: str
     skips: tuple[str, ...] = ()
@@ -60,6 +70,34 @@ def score_name(tap: str) -> str:
     return "score_fr" if tap == "fc7" else f"score_{tap}"
 
 
+def fit_upsampling(
+    source: CoordMap, target: CoordMap, factor: int, geometry: str
+) -> tuple[int, int, int]:
+    """Kernel, padding and output padding of the bilinear x``factor`` transposed conv that
+    takes ``source``'s cells to ``target``'s grid.
+
+    The kernel is 2f (the reference's) if it lands the output on whole target cells, else
+    2f - 1. ``caffe``: no padding; the crop after it takes up the offset. ``aligned``: the
+    padding puts output cell 0 on target cell 0 and the output padding makes the output as
+    long as the padded input needs.
+    """
+    for kernel in (2 * factor, 2 * factor - 1):
+        half_extent = Fraction(kernel - 1, 2)
+        if geometry == "caffe":
+            moved = source.transposed(half_extent, factor, 0)
+            if ((target.offset - moved.offset) / moved.scale).denominator == 1:
+                return kernel, 0, 0
+            continue
+        # Solve source.transposed(half_extent, factor, padding).offset == target.offset.
+        padding = half_extent + (target.offset - source.offset) / target.scale
+        if padding.denominator == 1 and padding >= 0:
+            # n cells upsample to (n - 1) f - 2 p + k + output_padding = n f.
+            output_padding = max(0, int(2 * padding) + factor - kernel)
+            if output_padding < factor:
+                return kernel, int(padding), output_padding
+    raise ValueError(f"no bilinear x{factor} upsampling takes {source} onto {target} ({geometry})")
+
+
 def crop(x: Tensor, offset: int, height: int, width: int) -> Tensor:
     """Caffe's Crop layer: ``height x width`` cells starting at ``offset`` on both axes."""
     return x[..., offset : offset + height, offset : offset + width]
@@ -69,8 +107,9 @@ class FCN(nn.Module):
     """A fully convolutional network: ``B x 3 x H x W`` -> class scores ``B x C x H x W``,
     for any ``H, W >= 1``.
 
-    ``backbone`` exposes ``channels`` and ``coord_maps()`` per tap and returns a dict of tap
-    outputs from ``forward``.
+    ``backbone`` maps the variants' tap names to its own (``ROLES``), exposes ``channels``
+    and ``coord_maps()`` per tap of its own, and returns a dict of tap outputs from
+    ``forward``.
     """
 
     def __init__(
@@ -86,7 +125,8 @@ class FCN(nn.Module):
         spec = VARIANTS[variant]
         self.variant, self.geometry, self.num_classes = variant, geometry, num_classes
         self.backbone = backbone
-        self.score_from, self.skips = spec.score_from, spec.skips
+        self.score_from = backbone.ROLES[spec.score_from]
+        self.skips = tuple(backbone.ROLES[skip] for skip in spec.skips)
         self.skip_scales = spec.skip_scales or (1.0,) * len(spec.skips)
         maps = backbone.coord_maps()
         strides = {tap: int(coord.scale) for tap, coord in maps.items()}
@@ -98,32 +138,37 @@ class FCN(nn.Module):
             self.add_module(score_name(tap), layer)
             return layer
 
-        def upsample_layer(name: str, factor: int) -> nn.ConvTranspose2d:
-            trim = factor // 2 if geometry == "aligned" else 0
+        def upsample(name: str, coord: CoordMap, target: CoordMap, factor: int) -> CoordMap:
+            kernel, padding, output_padding = fit_upsampling(coord, target, factor, geometry)
             layer = nn.ConvTranspose2d(
-                num_classes, num_classes, 2 * factor, stride=factor, padding=trim, bias=False
-            )
-            layer.weight.data.copy_(bilinear_weight(num_classes, 2 * factor))
+                num_classes, num_classes, kernel, stride=factor, padding=padding,
+                output_padding=output_padding, bias=False,
+            )  # fmt: skip
+            layer.weight.data.copy_(bilinear_weight(num_classes, kernel))
             layer.weight.requires_grad_(upsampling == "learned")
             self.add_module(name, layer)
-            return layer
+            self.upsample_names.append(name)
+            return coord.then(layer)
 
         # Walk the head once, building its layers and composing coordinate maps so that each
         # crop offset is where the reference blob starts inside the cropped one.
         self.crops: dict[str, int] = {}
         self.upsample_names: list[str] = []
+        self.skip_upsamplings: list[str | None] = []  # None: the skip has the same stride
         score_layer(self.score_from)
         coord, tap = maps[self.score_from], self.score_from
         for i, skip in enumerate(self.skips):
-            name = "upscore2" if i == 0 else f"upscore_{self.skips[i - 1]}"
-            coord = coord.then(upsample_layer(name, strides[tap] // strides[skip]))
-            self.upsample_names.append(name)
+            factor = strides[tap] // strides[skip]
+            name = None
+            if factor > 1:
+                name = "upscore2" if i == 0 else f"upscore_{self.skips[i - 1]}"
+                coord = upsample(name, coord, maps[skip], factor)
+            self.skip_upsamplings.append(name)
             score_layer(skip)
             self.crops[score_name(skip)] = crop_offset(maps[skip], coord)
             tap = skip
         final = "upscore" if not self.skips else f"upscore{strides[tap]}"
-        coord = coord.then(upsample_layer(final, strides[tap]))
-        self.upsample_names.append(final)
+        coord = upsample(final, coord, CoordMap(), strides[tap])
         self.crops[final] = crop_offset(coord, CoordMap())
         # Aligned geometry pads inputs so that every pooling divides evenly.
         self.input_multiple = max(strides.values()) if geometry == "aligned" else 1
@@ -138,11 +183,11 @@ class FCN(nn.Module):
         features = self.backbone(x)
 
         score = getattr(self, score_name(self.score_from))(features[self.score_from])
-        skip_upsamplings = self.upsample_names[:-1]  # the last one is the final upsampling
         for skip, scale, up_name in zip(
-            self.skips, self.skip_scales, skip_upsamplings, strict=True
+            self.skips, self.skip_scales, self.skip_upsamplings, strict=True
         ):
-            score = getattr(self, up_name)(score)
+            if up_name is not None:
+                score = getattr(self, up_name)(score)
             skip_input = features[skip] * scale if scale != 1.0 else features[skip]
             skip_score = getattr(self, score_name(skip))(skip_input)
             offset = self.crops[score_name(skip)]

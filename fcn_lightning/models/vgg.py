@@ -4,11 +4,13 @@ convolutional (fc6 -> 7x7 conv, fc7 -> 1x1 conv; fc8 is dropped)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import ClassVar
 
 from torch import Tensor, nn
 from torchvision.models.vgg import cfgs, make_layers
 
 from fcn_lightning.models.coord_map import CoordMap
+from fcn_lightning.models.weights import PretrainedWeights, get_pretrained, load_vgg16_into
 
 # Index of each pooling layer in torchvision's `vgg16().features`, so that pretrained
 # torchvision state dicts load into `features` with their keys unchanged.
@@ -32,7 +34,20 @@ class VGG16Backbone(nn.Module):
     input of at least 1 px reaches fc7. ``geometry="aligned"``: conv1_1 pads by 1 and fc6 by 3
     ("same" convolutions); the FCN head then pads inputs to a multiple of 32 instead.
     Pooling rounds output sizes up, like Caffe. Dropout is element-wise, like Caffe's.
+    Both weight sources (``weights``) fit the same layers.
     """
+
+    ROLES: ClassVar[dict[str, str]] = {
+        "fc7": "fc7",
+        "pool5": "pool5",
+        "pool4": "pool4",
+        "pool3": "pool3",
+    }
+    GEOMETRIES = ("caffe", "aligned")
+
+    @staticmethod
+    def weights_for(weights: str) -> PretrainedWeights:
+        return get_pretrained(weights)
 
     def __init__(
         self,
@@ -41,6 +56,7 @@ class VGG16Backbone(nn.Module):
         width: float = 1.0,
         geometry: str = "caffe",
         dropout: float = 0.5,
+        weights: str = "torchvision",
     ) -> None:
         super().__init__()
         order = ("pool3", "pool4", "pool5", "fc7")
@@ -85,6 +101,10 @@ class VGG16Backbone(nn.Module):
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
                 nn.init.zeros_(module.bias)
+
+    def load_pretrained(self, state_dict: dict[str, Tensor], *, source: str) -> None:
+        """torchvision-layout VGG16 weights (fc6/fc7 reshaped into convolutions)."""
+        load_vgg16_into(self, state_dict, source=source)
 
     def _fc_layers(self) -> list[nn.Module]:
         return [self.fc6, self.relu6, self.drop6, self.fc7, self.relu7, self.drop7]

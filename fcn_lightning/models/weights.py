@@ -1,6 +1,8 @@
-"""Pretrained ImageNet VGG16 weights, described by data, and their transplant into an FCN.
+"""Pretrained ImageNet weights, described by data, fetched offline-first, and the VGG16
+transplant into an FCN. Other backbones declare their own weights the same way (alexnet.py,
+resnet.py) and share the fetching and checking here.
 
-Two sources, each declaring the input normalisation it was trained with (the data pipeline
+Two VGG16 sources, each declaring the input normalisation it was trained with (the data pipeline
 applies it; the model takes normalised tensors):
 
 - ``torchvision``: torchvision's ``VGG16_Weights.IMAGENET1K_V1``, fetched through
@@ -19,6 +21,7 @@ from pathlib import Path
 import torch
 import torchvision
 from torch import Tensor, nn
+from torchvision.models import WeightsEnum
 
 from fcn_lightning.errors import ConfigError, DownloadError, WeightsError
 from fcn_lightning.models.checkpoints import read_state_dict
@@ -26,21 +29,30 @@ from fcn_lightning.models.checkpoints import read_state_dict
 
 @dataclass(frozen=True)
 class PretrainedWeights:
-    name: str
-    url: str
+    name: str  # the model.weights value: torchvision | caffe
+    url: str | None  # None: no known download, the file must be provided
     file_name: str
     input_norm: str  # a name in fcn_lightning.normalization.NORMS
     md5: str | None = None
+    model: str = "VGG16"  # what the weights are for, in messages
+    torchvision: WeightsEnum | None = None  # fetched through torchvision's weights API
+
+
+def torchvision_weights(enum: WeightsEnum, model: str) -> PretrainedWeights:
+    """torchvision's ``enum`` weights (RGB, ImageNet mean/std), cached by torch hub."""
+    return PretrainedWeights(
+        name="torchvision",
+        url=enum.url,
+        file_name=Path(enum.url).name,
+        input_norm="torchvision",
+        model=model,
+        torchvision=enum,
+    )
 
 
 _TORCHVISION_VGG16 = torchvision.models.VGG16_Weights.IMAGENET1K_V1
 PRETRAINED = {
-    "torchvision": PretrainedWeights(
-        name="torchvision",
-        url=_TORCHVISION_VGG16.url,
-        file_name=Path(_TORCHVISION_VGG16.url).name,
-        input_norm="torchvision",
-    ),
+    "torchvision": torchvision_weights(_TORCHVISION_VGG16, "VGG16"),
     "caffe": PretrainedWeights(
         name="caffe",
         # pytorch-fcn's conversion of the Caffe model; Google Drive serves large files only
@@ -68,12 +80,41 @@ def cache_path(weights: PretrainedWeights) -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / weights.file_name
 
 
-def _offline_error(weights: PretrainedWeights, url: str, reason: object) -> WeightsError:
+def _offline_error(weights: PretrainedWeights, url: str | None, reason: object) -> WeightsError:
+    where = f"from {url} ({reason})" if url else f"({reason})"
     return WeightsError(
-        f"could not fetch the {weights.name} VGG16 weights from {url} ({reason}); download "
-        f"{weights.file_name} yourself and put it at {cache_path(weights)}, or point "
+        f"could not fetch the {weights.name} {weights.model} weights {where}; download or "
+        f"convert {weights.file_name} yourself and put it at {cache_path(weights)}, or point "
         f"model.weights_path at a local copy"
     )
+
+
+def fetch_state_dict(
+    weights: PretrainedWeights,
+    *,
+    weights_path: str | Path | None = None,
+    weights_url: str | None = None,
+    progress: bool = True,
+) -> dict[str, Tensor]:
+    """The state dict of ``weights``, from a local file, the cache, or the network (in that
+    order)."""
+    if weights_path is not None:
+        return read_state_dict(weights_path, key="model.weights_path")
+    local = cache_path(weights)
+    if local.is_file():
+        return read_state_dict(local, key="model.weights_path")
+    url = weights_url or weights.url
+    if url is None:
+        raise _offline_error(weights, None, "no public download is known")
+    try:
+        if weights.torchvision is not None and weights_url is None:
+            return weights.torchvision.get_state_dict(progress=progress, check_hash=True)
+        from fcn_lightning.download import download_file
+
+        download_file(url, local, md5=weights.md5, desc=weights.file_name)
+    except (urllib.error.URLError, OSError, RuntimeError, DownloadError) as error:
+        raise _offline_error(weights, url, error) from None
+    return read_state_dict(local, key="model.weights_path")
 
 
 def fetch_vgg16_state_dict(
@@ -85,22 +126,9 @@ def fetch_vgg16_state_dict(
 ) -> dict[str, Tensor]:
     """The ImageNet VGG16 state dict in torchvision's layout, from a local file, the cache,
     or the network (in that order)."""
-    weights = get_pretrained(name)
-    if weights_path is not None:
-        return read_state_dict(weights_path, key="model.weights_path")
-    local = cache_path(weights)
-    if local.is_file():
-        return read_state_dict(local, key="model.weights_path")
-    url = weights_url or weights.url
-    try:
-        if name == "torchvision" and weights_url is None:
-            return _TORCHVISION_VGG16.get_state_dict(progress=progress, check_hash=True)
-        from fcn_lightning.download import download_file
-
-        download_file(url, local, md5=weights.md5, desc=weights.file_name)
-    except (urllib.error.URLError, OSError, RuntimeError, DownloadError) as error:
-        raise _offline_error(weights, url, error) from None
-    return read_state_dict(local, key="model.weights_path")
+    return fetch_state_dict(
+        get_pretrained(name), weights_path=weights_path, weights_url=weights_url, progress=progress
+    )
 
 
 def vgg16_fc_to_conv(state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -128,6 +156,12 @@ def load_vgg16_into(backbone: nn.Module, state_dict: dict[str, Tensor], *, sourc
             f"{source} is not a torchvision-layout VGG16 state dict (no {missing}); "
             "check model.weights_path"
         ) from None
+    load_matching(backbone, converted, source=source)
+
+
+def load_matching(backbone: nn.Module, converted: dict[str, Tensor], *, source: str) -> None:
+    """Load every tensor of ``backbone``'s state dict from ``converted`` (extra keys, such
+    as an ImageNet classifier, are ignored); names and shapes must all match."""
     own = backbone.state_dict()
     for key, target in own.items():
         if key not in converted:
