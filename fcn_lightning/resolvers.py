@@ -14,6 +14,8 @@ def register_resolvers() -> None:
     OmegaConf.register_new_resolver("uid", lambda: secrets.token_hex(3), use_cache=True)
     OmegaConf.register_new_resolver("mul", lambda a, b: float(a) * float(b))
     OmegaConf.register_new_resolver("div_ceil", lambda a, b: -(-int(a) // int(b)))
+    # A fixed fraction of a recipe's length, e.g. the CPU mini-paper's 1.5% of the paper's.
+    OmegaConf.register_new_resolver("scale_steps", lambda n, f: max(1, round(int(n) * float(f))))
     OmegaConf.register_new_resolver("gpu_count", _gpu_count)
     OmegaConf.register_new_resolver("backbone_default", _backbone_default)
 
