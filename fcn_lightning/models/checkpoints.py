@@ -41,6 +41,13 @@ def read_checkpoint(path: str | Path, *, key: str, mmap: bool = False) -> Any:
                 f"{key}={path}: refused to load, it would import code "
                 f"({blocked[0].strip()}); only weights and checkpoints are accepted"
             ) from None
+        if "Weights only load failed" in str(error):  # a pickle the safe loader cannot read
+            operand = [line for line in str(error).splitlines() if "Unsupported" in line]
+            raise WeightsError(
+                f"{key}={path}: refused to load, a Python pickle with more than weights in it "
+                f"({(operand or ['not a torch.save file'])[0].strip()}); only weights and "
+                "checkpoints are accepted"
+            ) from None
         raise _unreadable(path, key, error) from None
     except Exception as error:  # zip/EOF errors for corrupt or truncated files
         raise _unreadable(path, key, error) from None
