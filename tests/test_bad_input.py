@@ -386,7 +386,8 @@ def test_bad_input_is_refused_with_its_message_and_nothing_is_lost(
     before = snapshot(outputs)
 
     status = run_entry(case.entry, entry_args(case, place), monkeypatch)
-    err = capfd.readouterr().err
+    out, err = capfd.readouterr()
+    assert "this ran" not in out  # no pickled call was made (RunsCode)
 
     assert status != 0
     if case.hydra_error:

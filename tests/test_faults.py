@@ -168,7 +168,7 @@ def test_a_failed_ddp_rank_ends_the_job_in_bounded_time(how, data_dir, tmp_path)
         "fcn_lightning.train", *overrides, "trainer=ddp_cpu", *RUN[:2],
         "trainer.ddp_timeout_s=10",  # how long the healthy rank waits for a hung one
         "+callbacks.fail._target_=tests.fault_helpers.FailRank", "+callbacks.fail.rank=1",
-        "+callbacks.fail.step=1", f"+callbacks.fail.how={how}",
+        "+callbacks.fail.step=4", f"+callbacks.fail.how={how}",  # after step 3's checkpoint
         cwd=tmp_path, timeout=DDP_BOUND_S,
     )  # fmt: skip
     elapsed = time.monotonic() - start
@@ -180,3 +180,6 @@ def test_a_failed_ddp_rank_ends_the_job_in_bounded_time(how, data_dir, tmp_path)
     while _processes_mentioning(str(run)) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert _processes_mentioning(str(run)) == []
+    for ckpt in (run / "checkpoints").glob("*.ckpt"):  # what was written before is whole
+        assert torch.load(ckpt, weights_only=True)["global_step"] == 3
+    assert (run / "checkpoints" / "last.ckpt").is_file()
