@@ -41,7 +41,8 @@ def read_checkpoint(path: str | Path, *, key: str, mmap: bool = False) -> Any:
                 f"{key}={path}: refused to load, it would import code "
                 f"({blocked[0].strip()}); only weights and checkpoints are accepted"
             ) from None
-        if "Weights only load failed" in str(error):  # a pickle the safe loader cannot read
+        if _is_pickle(path) and "Weights only load failed" in str(error):
+            # A pickle (protocol 2+) the safe loader cannot read: not a torch.save file.
             operand = [line for line in str(error).splitlines() if "Unsupported" in line]
             raise WeightsError(
                 f"{key}={path}: refused to load, a Python pickle with more than weights in it "
@@ -52,6 +53,11 @@ def read_checkpoint(path: str | Path, *, key: str, mmap: bool = False) -> Any:
     except Exception as error:  # zip/EOF errors for corrupt or truncated files
         raise _unreadable(path, key, error) from None
     return loaded
+
+
+def _is_pickle(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(1) == b"\x80"  # the PROTO opcode that starts a protocol 2+ pickle
 
 
 def _unreadable(path: Path, key: str, error: Exception) -> WeightsError:
