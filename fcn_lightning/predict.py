@@ -34,8 +34,11 @@ def list_inputs(inputs: str | Path) -> list[Path]:
         images = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
         others = [p.name for p in files if p.suffix.lower() not in IMAGE_SUFFIXES]
         if others:
-            log.warning(
-                "inputs=%s: skipping %d non-image file(s): %s", path, len(others), others[:5]
+            # Refused rather than skipped: a folder of masks or of another format is more
+            # often a wrong inputs= than a stray file, and a list file says exactly which.
+            raise DataError(
+                f"inputs={path}: holds {len(others)} non-image file(s), e.g. {others[:3]}: "
+                "move them out, or list the images in a text file and pass inputs=<list.txt>"
             )
     elif path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
         images = [path]

@@ -6,6 +6,7 @@ import contextlib
 import logging
 import netrc
 import os
+import signal
 import sys
 import urllib.parse
 from collections.abc import Iterator
@@ -97,8 +98,13 @@ def print_config(cfg: DictConfig, save_to: Path | None = None) -> None:
         tree.add(str(key)).add(rich.syntax.Syntax(text, "yaml"))
     rich.print(tree)
     if save_to is not None:
-        save_to.mkdir(parents=True, exist_ok=True)
-        (save_to / "config_resolved.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        save_config(cfg, save_to)
+
+
+def save_config(cfg: DictConfig, run_dir: Path) -> None:
+    """Keep the resolved config beside the run (``config_resolved.yaml``)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config_resolved.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
 
 
 def wandb_logged_in() -> bool:
@@ -190,6 +196,19 @@ def isolated_job() -> Iterator[None]:
             torch.distributed.destroy_process_group()
         os.environ.clear()
         os.environ.update(environ)
+
+
+def stop_other_ranks(trainer: pl.Trainer) -> None:
+    """This process failed: end the ranks Lightning started from it. Lightning ends them
+    itself only on Ctrl+C; otherwise they wait in their next collective until its
+    timeout, or forever if they hang, holding their devices."""
+    from pytorch_lightning.strategies.launchers.subprocess_script import (
+        _SubprocessScriptLauncher,
+    )
+
+    launcher = trainer.strategy.launcher
+    if isinstance(launcher, _SubprocessScriptLauncher):
+        launcher.kill(signal.SIGKILL)
 
 
 def finish_wandb(loggers: list[Logger]) -> None:

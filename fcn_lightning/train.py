@@ -6,6 +6,7 @@ The data flows one way: config -> DataModule, LightningModule, Trainer -> fit (-
 from __future__ import annotations
 
 import contextlib
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -13,14 +14,18 @@ import hydra
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, open_dict
+from pytorch_lightning.strategies import DDPStrategy
+from pytorch_lightning.utilities import rank_zero_only
 
 from fcn_lightning import resolvers  # noqa: F401  (registers ${uid:} and ${mul:} for Hydra)
+from fcn_lightning.checkpoint_io import AtomicCheckpointIO, remove_partial_checkpoints
 from fcn_lightning.data.datamodule import SegmentationDataModule, build_datamodule
 from fcn_lightning.errors import ConfigError
 from fcn_lightning.gpus import claimed_gpu
 from fcn_lightning.loss import median_frequency_weights
 from fcn_lightning.metrics import markdown_table
 from fcn_lightning.models import init_from_checkpoint
+from fcn_lightning.models.checkpoints import read_checkpoint
 from fcn_lightning.module import FCNModule
 from fcn_lightning.runtime import (
     CONF_DIR,
@@ -33,6 +38,8 @@ from fcn_lightning.runtime import (
     prepare_ddp_relaunch,
     print_config,
     resolved,
+    save_config,
+    stop_other_ranks,
     user_errors,
 )
 from fcn_lightning.stages import run_earlier_stages
@@ -84,14 +91,57 @@ def resolve_ckpt_path(ckpt_path: str | None, run_dir: Path) -> str | None:
     return str(path)
 
 
+# Model settings a resumed run must share with its checkpoint: the others change no shape.
+RESUME_MUST_MATCH = ("variant", "num_classes", "backbone", "width")
+
+
+def check_resumable(path: str, model_cfg: DictConfig) -> None:
+    """Refuse, before anything is written, a checkpoint this run cannot continue: not a
+    checkpoint, a pickle that would run code, or one of another model."""
+    checkpoint = read_checkpoint(path, key="ckpt_path", mmap=True)
+    hparams = checkpoint.get("hyper_parameters") if isinstance(checkpoint, dict) else None
+    model = (hparams or {}).get("model")
+    if not isinstance(model, dict) or "loops" not in checkpoint:
+        raise ConfigError(
+            f"ckpt_path={path}: not a fcn-lightning training checkpoint, so there is no run to "
+            "resume; to start from its weights, set model.init_from instead"
+        )
+    for key in RESUME_MUST_MATCH:
+        if key in model and model[key] != model_cfg.get(key):
+            raise ConfigError(
+                f"ckpt_path={path}: the checkpoint was trained with model.{key}={model[key]} "
+                f"but this run has model.{key}={model_cfg.get(key)}; resume with the settings "
+                "it was trained with, or start a new run with model.init_from to copy the "
+                "layers that fit"
+            )
+
+
 def build_trainer(cfg: DictConfig, run_dir: Path, **extra: Any) -> pl.Trainer:
     trainer_cfg = {k: v for k, v in resolved(cfg.trainer).items() if k not in MODULE_SWITCHES}
+    timeout_s = trainer_cfg.pop("ddp_timeout_s", None)
+    if trainer_cfg.get("strategy") == "ddp" and timeout_s:
+        # A rank that hangs (or whose peer died without the launcher noticing) fails after
+        # this long in a collective instead of holding every GPU of the job forever.
+        trainer_cfg["strategy"] = DDPStrategy(timeout=timedelta(seconds=timeout_s))
     return hydra.utils.instantiate(
         trainer_cfg,
         callbacks=build_callbacks(cfg.get("callbacks")),
         logger=build_loggers(cfg.get("logger"), run_dir),
+        plugins=[AtomicCheckpointIO()],
         **extra,
     )
+
+
+@rank_zero_only
+def start_record(cfg: DictConfig, run_dir: Path, resuming: bool) -> None:
+    """The first writes into the run directory, once the config, data and model passed
+    their checks: a run that fails on bad input, even one resumed into an existing run
+    directory, leaves the config, CSV record and checkpoints there as they were."""
+    for part in remove_partial_checkpoints(run_dir / "checkpoints"):
+        log.warning("removed %s, left by a checkpoint write that was killed", part)
+    if resuming:
+        keep_csv_history(run_dir)
+    save_config(cfg, run_dir)
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
@@ -99,20 +149,22 @@ def train(cfg: DictConfig) -> dict[str, float]:
     run_dir = Path(cfg.paths.output_dir)
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), run_dir)
     if ckpt_path is not None:
-        keep_csv_history(run_dir)
+        check_resumable(ckpt_path, cfg.model)
     if cfg.model.get("init_stages") and ckpt_path is None:
         init_from = run_earlier_stages(cfg, train)
         with open_dict(cfg):
             cfg.model.init_from = str(init_from)
-    print_config(cfg, save_to=run_dir)
+    print_config(cfg)
     pl.seed_everything(cfg.seed, workers=True)
     datamodule = build_datamodule(cfg.data)
     module = build_module(cfg, datamodule)
     if cfg.model.get("init_from") and ckpt_path is None:
         report = init_from_checkpoint(module.model, cfg.model.init_from)
         log.info("model.init_from=%s: %s", cfg.model.init_from, report.summary())
+    datamodule.check_before_fit()
     prepare_ddp_relaunch()
     trainer = build_trainer(cfg, run_dir)
+    start_record(cfg, run_dir, resuming=ckpt_path is not None)
     for logger in trainer.loggers:
         logger.log_hyperparams({"config": resolved(cfg)})
     try:
@@ -123,6 +175,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
             best = checkpoint.best_model_path if checkpoint else ""
             results = trainer.test(module, datamodule=datamodule, ckpt_path=best or None)
             metrics.update(results[0] if results else {})
+    except BaseException:
+        stop_other_ranks(trainer)
+        raise
     finally:
         finish_wandb(trainer.loggers)
     if trainer.is_global_zero:

@@ -214,6 +214,13 @@ class SegmentationDataModule(pl.LightningDataModule):
         check_split(split, samples, self.expected_count(split))
         return samples
 
+    def check_before_fit(self) -> None:
+        """Read the training and validation lists and find every file now, before a run
+        writes anything (`setup` then reuses them). Data that `prepare_data` is to
+        download or generate is checked when fitting starts, once it is there."""
+        if not (self.hparams.generate or self.hparams.download):
+            self.setup("fit")
+
     def setup(self, stage: str | None = None) -> None:
         _ = self.class_names  # a class list that does not fit fails here, before any work
         if stage in (None, "fit"):

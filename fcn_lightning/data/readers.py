@@ -77,7 +77,7 @@ def read_image(path: Path) -> tv_tensors.Image:
 def _reason(err: Exception) -> str:
     """torchvision's message without its C++ source location."""
     lines = str(err).strip().splitlines() or [type(err).__name__]
-    return re.sub(r"^\w+, \S+:\d+, ", "", lines[-1])
+    return re.sub(r"^\S+, \S+:\d+, ", "", lines[-1])
 
 
 def read_png_label(path: Path) -> torch.Tensor:

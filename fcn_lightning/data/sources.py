@@ -104,11 +104,33 @@ class Roots:
         return root
 
 
+def near_miss(source: Source, data_dir: Path) -> str:
+    """A hint when the dataset is there under another name, or data_dir points into it."""
+    for candidate in source.candidates:
+        parts = Path(candidate).parts
+        if data_dir.parts[-len(parts) :] == parts or data_dir.name == parts[0]:
+            return (
+                f"; paths.data_dir points into the dataset: set it to the folder that holds "
+                f"{parts[0]}/"
+            )
+        folder = data_dir
+        for part in parts:
+            if (folder / part).is_dir():
+                folder = folder / part
+                continue
+            alike = [p for p in folder.glob("*") if p.is_dir() and p.name.lower() == part.lower()]
+            if alike:
+                return f"; found {alike[0]}: rename it to {folder / part}"
+            break
+    return ""
+
+
 def missing_message(source: Source, data_dir: Path) -> str:
     where = data_dir / source.candidates[0]
+    hint = near_miss(source, data_dir)
     if source.archive is None:
         return (
-            f"{source.title} not found at {where}: set data.generate=true, or run "
+            f"{source.title} not found at {where}{hint}: set data.generate=true, or run "
             f"`python -m fcn_lightning.data.synthetic --root {where}`"
         )
     archive = source.archive
@@ -118,7 +140,7 @@ def missing_message(source: Source, data_dir: Path) -> str:
             f"data.download=true to extract it again"
         )
     return (
-        f"{source.title} not found at {where} (data_dir={data_dir}): set data.download=true, "
+        f"{source.title} not found at {where} (data_dir={data_dir}){hint}: set data.download=true, "
         f"or download {archive.filename} ({archive.size}, md5 {archive.md5}) from "
         f"{archive.url} and extract it into {data_dir}"
     )

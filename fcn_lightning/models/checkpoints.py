@@ -4,6 +4,7 @@ plain state dicts, always with ``torch.load(weights_only=True)`` so a file canno
 from __future__ import annotations
 
 import pickle
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -21,13 +22,18 @@ def read_state_dict(path: str | Path, *, key: str) -> dict[str, Tensor]:
     return extract_state_dict(read_checkpoint(path, key=key), source=f"{key}={path}")
 
 
-def read_checkpoint(path: str | Path, *, key: str) -> Any:
-    """Whatever ``path`` holds, loaded without running code; one-line errors name ``key``."""
+def read_checkpoint(path: str | Path, *, key: str, mmap: bool = False) -> Any:
+    """Whatever ``path`` holds, loaded without running code; one-line errors name ``key``.
+
+    ``mmap``: map the tensors instead of reading them (for a look at the metadata of a
+    large checkpoint); files in torch's old format are read as usual.
+    """
     path = Path(path).expanduser()
     if not path.is_file():
         raise WeightsError(f"{key}={path}: no such file; check the path")
+    mmap = mmap and zipfile.is_zipfile(path)
     try:
-        loaded: Any = torch.load(path, map_location="cpu", weights_only=True)
+        loaded: Any = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as error:
         blocked = [line for line in str(error).splitlines() if "GLOBAL" in line]
         if blocked:
@@ -35,10 +41,23 @@ def read_checkpoint(path: str | Path, *, key: str) -> Any:
                 f"{key}={path}: refused to load, it would import code "
                 f"({blocked[0].strip()}); only weights and checkpoints are accepted"
             ) from None
+        if _is_pickle(path) and "Weights only load failed" in str(error):
+            # A pickle (protocol 2+) the safe loader cannot read: not a torch.save file.
+            operand = [line for line in str(error).splitlines() if "Unsupported" in line]
+            raise WeightsError(
+                f"{key}={path}: refused to load, a Python pickle with more than weights in it "
+                f"({(operand or ['not a torch.save file'])[0].strip()}); only weights and "
+                "checkpoints are accepted"
+            ) from None
         raise _unreadable(path, key, error) from None
     except Exception as error:  # zip/EOF errors for corrupt or truncated files
         raise _unreadable(path, key, error) from None
     return loaded
+
+
+def _is_pickle(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(1) == b"\x80"  # the PROTO opcode that starts a protocol 2+ pickle
 
 
 def _unreadable(path: Path, key: str, error: Exception) -> WeightsError:
