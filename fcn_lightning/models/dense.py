@@ -229,7 +229,8 @@ def check_dense(model: FCN, method: str, factor: int) -> None:
         raise ConfigError(f"inference.dense={method}: the model is already dilated")
     final = getattr(model, model.upsample_names[-1])
     bilinear = bilinear_weight(model.num_classes, final.kernel_size[0]).to(final.weight)
-    if factor < stride and not torch.equal(final.weight.detach(), bilinear):
+    learned = not final.weight.is_meta and not torch.equal(final.weight.detach(), bilinear)
+    if factor < stride and learned:
         raise ConfigError(
             f"inference.factor={factor}: this model learned its final upsampling "
             f"({model.upsample_names[-1]}), which dense prediction would replace by bilinear "
