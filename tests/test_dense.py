@@ -104,7 +104,7 @@ CASES = [
     (variant, factor, geometry)
     for variant, factor in [("fcn32s", 2), ("fcn32s", 4), ("pool5", 2), ("pool4", 4), ("pool3", 8)]
     for geometry in ("aligned", "caffe")
-] + [("fcn32s", 32, "aligned")]  # all five strides; 4^5 runs of a pad-100 net would be slow
+] + [("fcn32s", 8, "aligned")]  # pool3-pool5 of the fc net (pool3 variant: in both)
 
 
 @pytest.mark.parametrize(("variant", "factor", "geometry"), CASES)
@@ -114,7 +114,7 @@ def test_dilation_equals_stitching_layer_by_layer(variant, factor, geometry):
     layers = layers_of(model)
     pools = [i for i, layer in enumerate(layers) if isinstance(layer, nn.MaxPool2d)]
     removed = set(pools[len(pools) - int(math.log2(factor)) :])
-    sizes = [(32, 32), (45, 70)] if factor < 32 else [(32, 32)]
+    sizes = [(32, 32), (45, 70)]
     for height, width in sizes:
         x = torch.randn(1, 3, height, width, dtype=torch.float64)
         if geometry == "aligned":
