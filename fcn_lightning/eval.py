@@ -13,6 +13,7 @@ from omegaconf import DictConfig
 from fcn_lightning import resolvers  # noqa: F401  (registers the config resolvers)
 from fcn_lightning.data.datamodule import SegmentationDataModule, build_datamodule
 from fcn_lightning.errors import ConfigError
+from fcn_lightning.inference import apply_inference
 from fcn_lightning.metrics import markdown_table
 from fcn_lightning.models.checkpoints import read_checkpoint
 from fcn_lightning.module import load_module
@@ -48,6 +49,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Validate the checkpoint on the chosen split and write metrics.json / metrics.md."""
     checkpoint = read_checkpoint(cfg.ckpt_path, key="ckpt_path")
     module = load_module(cfg.ckpt_path)
+    inference = apply_inference(module, resolved(cfg.inference) if "inference" in cfg else None)
     datamodule = eval_datamodule(cfg, checkpoint)
     if cfg.split not in ("val", "test"):
         datamodule.hparams.val_split = cfg.split
@@ -73,6 +75,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         checkpoint=str(Path(cfg.ckpt_path).resolve()),
         split=datamodule.hparams.val_split,
         step=int(checkpoint.get("global_step", 0)),
+        inference=inference.summary(),
     )
     if not trainer.is_global_zero:
         return scores

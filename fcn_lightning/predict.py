@@ -18,9 +18,10 @@ from rich.progress import track
 from fcn_lightning import resolvers  # noqa: F401  (registers the config resolvers)
 from fcn_lightning.data.readers import read_image
 from fcn_lightning.errors import DataError
+from fcn_lightning.inference import apply_inference
 from fcn_lightning.module import load_module
 from fcn_lightning.normalization import get_input_norm
-from fcn_lightning.runtime import CONF_DIR, log, user_errors
+from fcn_lightning.runtime import CONF_DIR, log, resolved, user_errors
 from fcn_lightning.visualize import overlay, palette_image
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm"}
@@ -67,6 +68,7 @@ def pick_device(name: str) -> torch.device:
 def predict(cfg: DictConfig) -> list[Path]:
     images = list_inputs(cfg.inputs)
     module = load_module(cfg.ckpt_path)
+    apply_inference(module, resolved(cfg.inference) if "inference" in cfg else None)
     device = pick_device(cfg.device)
     module.eval().to(device)
     norm = get_input_norm(module.hparams.normalization)

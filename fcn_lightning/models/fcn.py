@@ -168,6 +168,9 @@ class FCN(nn.Module):
             self.crops[score_name(skip)] = crop_offset(maps[skip], coord)
             tap = skip
         final = "upscore" if not self.skips else f"upscore{strides[tap]}"
+        # The map the final upsampling reads: dense prediction (`models.dense`) replaces that
+        # upsampling and needs to know where this map's cells sit.
+        self.coarse_coord = coord
         coord = upsample(final, coord, CoordMap(), strides[tap])
         self.crops[final] = crop_offset(coord, CoordMap())
         # Aligned geometry pads inputs so that every pooling divides evenly.
@@ -175,6 +178,15 @@ class FCN(nn.Module):
         self.output_stride = strides[tap]
 
     def forward(self, x: Tensor) -> Tensor:
+        height, width = x.shape[-2:]
+        score = self.coarse_scores(x)
+        final = self.upsample_names[-1]
+        score = getattr(self, final)(score)
+        return crop(score, self.crops[final], height, width).contiguous()
+
+    def coarse_scores(self, x: Tensor) -> Tensor:
+        """The scores before the final upsampling (stride ``output_stride``; cell ``i`` sits
+        on input pixel ``coarse_coord.scale * i + coarse_coord.offset``)."""
         if x.dim() != 4 or x.shape[1] != 3:
             raise ValueError(f"FCN expects a B x 3 x H x W image batch, got {tuple(x.shape)}")
         height, width = x.shape[-2:]
@@ -192,6 +204,4 @@ class FCN(nn.Module):
             skip_score = getattr(self, score_name(skip))(skip_input)
             offset = self.crops[score_name(skip)]
             score = score + crop(skip_score, offset, score.shape[-2], score.shape[-1])
-        final = self.upsample_names[-1]
-        score = getattr(self, final)(score)
-        return crop(score, self.crops[final], height, width).contiguous()
+        return score

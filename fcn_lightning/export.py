@@ -1,0 +1,196 @@
+"""Export a checkpoint: ``python -m fcn_lightning.export ckpt_path=... format=onnx|torchscript``.
+
+The exported graph maps ``image`` (float32 ``B x 3 x H x W``) to ``scores`` (float32
+``B x C x H x W``; the argmax over C is the class) for any batch size, height and width, in
+both geometries. Its input is the *normalised* image unless ``normalize_in_graph=true``,
+which bakes the normalisation in (input: RGB values 0-255). Either way the normalisation,
+class names and model are recorded beside the weights: ONNX ``metadata_props``, a
+TorchScript extra file ``fcn_lightning.json``, and ``<out>.json`` next to the file.
+After writing, the exported model is run at sizes other than the traced one (odd ones
+included) and compared with PyTorch's scores (``check=true``; ONNX needs onnxruntime).
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+import hydra
+import torch
+from omegaconf import DictConfig
+from torch import Tensor, nn
+
+from fcn_lightning import resolvers  # noqa: F401  (registers the config resolvers)
+from fcn_lightning.errors import ConfigError, WeightsError
+from fcn_lightning.models.checkpoints import read_checkpoint
+from fcn_lightning.module import load_module
+from fcn_lightning.normalization import InputNorm, get_input_norm
+from fcn_lightning.runtime import CONF_DIR, log, user_errors
+
+FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
+# Sizes the exported model is checked at after writing (H, W): none is the traced size.
+CHECK_SIZES = ((37, 53), (64, 64), (1, 1))
+METADATA_FILE = "fcn_lightning.json"
+
+
+class Normalized(nn.Module):
+    """``model`` behind its input normalisation: takes RGB 0-255 images."""
+
+    def __init__(self, model: nn.Module, norm: InputNorm) -> None:
+        super().__init__()
+        self.model, self.norm = model, norm
+
+    def forward(self, image: Tensor) -> Tensor:
+        return self.model(self.norm(image))
+
+
+def export_metadata(module: Any, cfg: DictConfig, checkpoint: dict[str, Any]) -> dict[str, Any]:
+    """What a user of the exported file needs to feed it and read its output."""
+    norm = get_input_norm(module.hparams.normalization)
+    model = module.hparams.model
+    if cfg.normalize_in_graph:
+        image = "RGB values 0-255, float32 B x 3 x H x W (normalised inside the graph)"
+    else:
+        image = (
+            "float32 B x 3 x H x W = (rgb_0_255 in `channel_order` * scale - mean) / std "
+            "(mean and std per channel, in channel_order)"
+        )
+    return {
+        "input": {"name": "image", "layout": image, "normalized_in_graph": cfg.normalize_in_graph},
+        "normalization": {
+            "name": norm.name,
+            "channel_order": norm.channel_order,
+            "scale": norm.scale,
+            "mean": list(norm.mean),
+            "std": list(norm.std),
+        },
+        "output": {"name": "scores", "layout": "float32 B x C x H x W; argmax over C = class"},
+        "class_names": list(module.class_names),
+        "num_classes": module.num_classes,
+        "model": {k: model.get(k) for k in ("variant", "backbone", "geometry", "width")},
+        "checkpoint": str(Path(cfg.ckpt_path).resolve()),
+        "step": int(checkpoint.get("global_step", 0)),
+    }
+
+
+def output_path(cfg: DictConfig) -> Path:
+    if cfg.out:
+        return Path(cfg.out).expanduser()
+    return Path(cfg.ckpt_path).expanduser().with_suffix(FORMATS[cfg.format])
+
+
+def _export_onnx(net: nn.Module, example: Tensor, path: Path, cfg: DictConfig, meta: dict) -> None:
+    try:
+        import onnx
+    except ImportError:
+        raise ConfigError(
+            "format=onnx needs the onnx package: pip install 'fcn-lightning[export]'"
+        ) from None
+    axes = {0: "batch", 2: "height", 3: "width"}
+    # The TorchScript-based exporter: it records the shape arithmetic of the aligned
+    # geometry's padding and the caffe geometry's crops, so height and width stay dynamic.
+    torch.onnx.export(
+        net, (example,), str(path), input_names=["image"], output_names=["scores"],
+        dynamic_axes={"image": axes, "scores": axes}, opset_version=cfg.opset, dynamo=False,
+    )  # fmt: skip
+    proto = onnx.load(str(path))
+    for key, value in meta.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value if isinstance(value, str) else json.dumps(value)
+    onnx.save(proto, str(path))
+
+
+def _export_torchscript(
+    net: nn.Module, example: Tensor, path: Path, cfg: DictConfig, meta: dict
+) -> None:
+    # Traced, not scripted: the trace records the shape arithmetic (padding to a multiple of
+    # 32, crops), so other sizes run too; the check below makes sure of it.
+    traced = torch.jit.trace(net, example, check_trace=False)
+    torch.jit.save(traced, str(path), _extra_files={METADATA_FILE: json.dumps(meta)})
+
+
+def run_exported(path: Path, fmt: str, x: Tensor) -> Tensor | None:
+    """``path``'s scores for ``x``; None where the runtime for ``fmt`` is not installed."""
+    if fmt == "torchscript":
+        with torch.no_grad():
+            return torch.jit.load(str(path), map_location="cpu")(x)
+    try:
+        import onnxruntime
+    except ImportError:
+        return None
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return torch.from_numpy(session.run(None, {"image": x.numpy()})[0])
+
+
+def check_export(path: Path, fmt: str, net: nn.Module, cfg: DictConfig) -> float | None:
+    """The largest score difference from PyTorch over `CHECK_SIZES`; raises if too large."""
+    worst = 0.0
+    for height, width in CHECK_SIZES:
+        x = torch.randn(1, 3, height, width) * (50 if cfg.normalize_in_graph else 1) + (
+            128 if cfg.normalize_in_graph else 0
+        )
+        got = run_exported(path, fmt, x)
+        if got is None:
+            log.warning("onnxruntime is not installed: %s was not checked", path)
+            return None
+        with torch.no_grad():
+            expected = net(x)
+        if got.shape != expected.shape:
+            raise WeightsError(
+                f"{path}: gives scores of shape {tuple(got.shape)} for a {height} x {width} "
+                f"image, PyTorch {tuple(expected.shape)}; please report this"
+            )
+        scale = float(expected.abs().max()) or 1.0
+        worst = max(worst, float((got - expected).abs().max()) / scale)
+    if worst > cfg.check_tolerance:
+        raise WeightsError(
+            f"{path}: scores differ from PyTorch's by {worst:.2e} (relative), more than "
+            f"check_tolerance={cfg.check_tolerance}; please report this"
+        )
+    return worst
+
+
+def export(cfg: DictConfig) -> Path:
+    """Write the checkpoint's model as ONNX or TorchScript; returns the file written."""
+    if cfg.format not in FORMATS:
+        raise ConfigError(f"format={cfg.format!r}: choose one of {sorted(FORMATS)}")
+    height, width = cfg.example_size
+    if min(height, width) < 1:
+        raise ConfigError(f"example_size={list(cfg.example_size)}: must be positive")
+    checkpoint = read_checkpoint(cfg.ckpt_path, key="ckpt_path")
+    module = load_module(cfg.ckpt_path).eval()
+    net: nn.Module = module.model
+    if cfg.normalize_in_graph:
+        net = Normalized(net, get_input_norm(module.hparams.normalization))
+    net.eval()
+    path = output_path(cfg)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = export_metadata(module, cfg, checkpoint)
+    example = torch.rand(1, 3, height, width) * (255 if cfg.normalize_in_graph else 1)
+    with warnings.catch_warnings(), torch.no_grad():
+        # Tracing warns about the input-shape checks it cannot record; they are static.
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        exporter = _export_onnx if cfg.format == "onnx" else _export_torchscript
+        exporter(net, example, path, cfg, meta)
+    path.with_name(path.name + ".json").write_text(json.dumps(meta, indent=2))
+    log.info("wrote %s (and %s.json, the input normalisation and classes)", path, path.name)
+    if cfg.check:
+        worst = check_export(path, cfg.format, net, cfg)
+        if worst is not None:
+            sizes = ", ".join(f"{h}x{w}" for h, w in CHECK_SIZES)
+            log.info("checked at %s: max relative difference from PyTorch %.1e", sizes, worst)
+    return path
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="export")
+def main(cfg: DictConfig) -> None:
+    with user_errors():
+        export(cfg)
+
+
+if __name__ == "__main__":
+    main()

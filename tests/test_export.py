@@ -1,0 +1,108 @@
+"""Export to ONNX and TorchScript: dynamic batch, height and width, both geometries, the
+same scores as PyTorch, the input normalisation recorded."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from fcn_lightning.errors import ConfigError, WeightsError
+from fcn_lightning.export import METADATA_FILE, export
+from fcn_lightning.module import load_module
+from fcn_lightning.normalization import get_input_norm
+from fcn_lightning.train import train
+from tests.train_helpers import CONF, compose_train, run_module, tiny_dataset
+
+SIZES = [(1, 1), (31, 45), (64, 64), (97, 70)]
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    """Tiny FCN-8s checkpoints (2 training steps), one per geometry."""
+    root = tmp_path_factory.mktemp("export")
+    data_dir = tiny_dataset(root / "data")
+    paths = {}
+    for geometry in ("aligned", "caffe"):
+        run = root / geometry
+        train(compose_train(data_dir, run, "model=fcn8s", f"model.geometry={geometry}"))
+        paths[geometry] = run / "checkpoints" / "last.ckpt"
+    return paths
+
+
+def export_cfg(*overrides):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose("export", overrides=[*overrides, "example_size=[40,56]"])
+
+
+def pytorch_scores(checkpoint, x):
+    with torch.no_grad():
+        return load_module(checkpoint).eval().model(x)
+
+
+@pytest.mark.parametrize("geometry", ["aligned", "caffe"])
+def test_onnx_scores_equal_pytorch_at_several_sizes(checkpoints, geometry, tmp_path):
+    onnxruntime = pytest.importorskip("onnxruntime")
+    onnx = pytest.importorskip("onnx")
+    out = tmp_path / "model.onnx"
+    path = export(export_cfg(f"ckpt_path={checkpoints[geometry]}", f"out={out}"))
+    assert path == out
+    session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    for height, width in SIZES:
+        x = torch.randn(2, 3, height, width)
+        got = torch.from_numpy(session.run(None, {"image": x.numpy()})[0])
+        torch.testing.assert_close(
+            got, pytorch_scores(checkpoints[geometry], x), atol=1e-4, rtol=1e-4
+        )
+    props = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
+    assert json.loads(props["normalization"])["name"] == "torchvision"
+    assert json.loads(props["model"])["geometry"] == geometry
+    sidecar = json.loads((tmp_path / "model.onnx.json").read_text())
+    assert sidecar["normalization"]["mean"] == [0.485, 0.456, 0.406]
+    assert sidecar["num_classes"] == len(sidecar["class_names"])
+
+
+def test_torchscript_runs_at_sizes_other_than_the_traced_one(checkpoints, tmp_path):
+    checkpoint = checkpoints["aligned"]
+    path = export(
+        export_cfg(f"ckpt_path={checkpoint}", "format=torchscript", f"out={tmp_path}/m.pt")
+    )
+    extra = {METADATA_FILE: ""}
+    loaded = torch.jit.load(str(path), _extra_files=extra)
+    assert json.loads(extra[METADATA_FILE])["normalization"]["channel_order"] == "RGB"
+    for height, width in SIZES:
+        x = torch.randn(1, 3, height, width)
+        with torch.no_grad():
+            torch.testing.assert_close(loaded(x), pytorch_scores(checkpoint, x))
+
+
+def test_normalisation_baked_into_the_graph(checkpoints, tmp_path):
+    onnxruntime = pytest.importorskip("onnxruntime")
+    checkpoint = checkpoints["caffe"]
+    out = tmp_path / "rgb.onnx"
+    export(export_cfg(f"ckpt_path={checkpoint}", f"out={out}", "normalize_in_graph=true"))
+    rgb = torch.randint(0, 256, (1, 3, 33, 47)).float()
+    session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    got = torch.from_numpy(session.run(None, {"image": rgb.numpy()})[0])
+    norm = get_input_norm(load_module(checkpoint).hparams.normalization)
+    torch.testing.assert_close(got, pytorch_scores(checkpoint, norm(rgb)), atol=1e-4, rtol=1e-4)
+
+
+def test_unknown_format_and_missing_checkpoint_are_refused_in_one_line(tmp_path):
+    with pytest.raises(ConfigError, match="format='tflite'"):
+        export(export_cfg("ckpt_path=x.ckpt", "format=tflite"))
+    with pytest.raises(WeightsError, match=r"missing\.ckpt: no such file"):
+        export(export_cfg(f"ckpt_path={tmp_path}/missing.ckpt"))
+
+
+def test_command_line_writes_next_to_the_checkpoint(checkpoints, tmp_path):
+    checkpoint = checkpoints["aligned"]
+    result = run_module(
+        "fcn_lightning.export", f"ckpt_path={checkpoint}", "format=torchscript",
+        f"hydra.run.dir={tmp_path}", cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert checkpoint.with_suffix(".pt").is_file()
+    assert checkpoint.with_name("last.pt.json").is_file()
