@@ -119,6 +119,15 @@ def edited_checkpoint(place: Place, name: str, **model: object) -> Path:
     return path
 
 
+def learned_upsampling_checkpoint(place: Place) -> Path:
+    """The earlier run's checkpoint as if trained with model.upsampling=learned."""
+    path = edited_checkpoint(place, "learned.ckpt", upsampling="learned")
+    checkpoint = torch.load(path, weights_only=True)
+    checkpoint["state_dict"]["model.upscore.weight"] *= 1.5
+    torch.save(checkpoint, path)
+    return path
+
+
 class RunsCode:
     def __reduce__(self):
         return (print, ("this ran",))
@@ -259,8 +268,11 @@ CASES = [
     Case("validation batch > 1 without padding collate", "config", "train",
          lambda p: ["data.val_batch_size=2"],
          ["data.val_batch_size=2", "data.collate=pad or data.val_batch_size=1"]),
-    Case("learned upsampling with shift-and-stitch", "config", "train", lambda p: [], [],
-         skip="shift-and-stitch is being added on another branch; its guard comes with it"),
+    Case("learned upsampling with shift-and-stitch", "config", "eval",
+         lambda p: ["inference.dense=stitch", "inference.factor=2"],
+         ["inference.factor=2: this model learned its final upsampling (upscore)",
+          "inference.factor=32"],
+         setup=lambda p: p.extra.update(ckpt=learned_upsampling_checkpoint(p))),
     Case("missing run to resume", "config", "train", lambda p: ["ckpt_path=last"],
          ["ckpt_path=last: no checkpoint at {new_run}/checkpoints/last.ckpt"], fresh=True),
     # -- checkpoints --------------------------------------------------------------------
