@@ -26,11 +26,11 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH_PINS)
-	$(PY) -m pip install -q -e ".[test,sweeps,slurm]" $(TORCH_PINS)
+	$(PY) -m pip install -q -e ".[test,sweeps,slurm,export]" $(TORCH_PINS)
 	$(PY) -m pip install -q --no-deps $(TORCHFCN)
 	touch $@
 
-install: $(STAMP) ## create .venv and install the package (editable) with test, sweep and SLURM extras
+install: $(STAMP) ## create .venv and install the package (editable) with test, sweep, SLURM and export extras
 
 train: $(STAMP) ## train a small FCN-8s on the embedded synthetic dataset (CPU, minutes)
 	$(PY) -m fcn_lightning.train experiment=quickstart $(ARGS)
@@ -49,6 +49,9 @@ format: $(STAMP) ## apply ruff fixes and formatting
 flops: $(STAMP) ## caffe vs aligned geometry FLOPs at VOC size
 	$(PY) -m fcn_lightning.models.flops
 
+export: $(STAMP) ## export a checkpoint: make export ARGS="ckpt_path=... format=onnx|torchscript"
+	$(PY) -m fcn_lightning.export $(ARGS)
+
 verify-data: $(STAMP) ## check a dataset preset: make verify-data ARGS="data=paper paths.data_dir=/datasets"
 	$(PY) -m fcn_lightning.verify_data $(ARGS)
 
@@ -66,4 +69,4 @@ clean: ## remove caches (keeps .venv, data/ and logs/)
 	rm -rf .pytest_cache .ruff_cache
 	find . -name __pycache__ -not -path './.venv/*' -prune -exec rm -rf {} +
 
-.PHONY: help install train test lint format flops verify-data mini-paper bench bench-data clean
+.PHONY: help install train test lint format flops export verify-data mini-paper bench bench-data clean
