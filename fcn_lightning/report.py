@@ -9,6 +9,10 @@ metrics of its last validation, beside the paper's numbers where the study has t
 ``miou_curves.png`` (validation mean IU against iteration, every run) and
 ``per_class_iu.png`` into ``--out`` (default: the first directory). Reads only the local
 CSV records, so it works offline and while a sweep is still running.
+
+    python -m fcn_lightning.report --wandb ENTITY/PROJECT [--group study_skips] [--out DIR]
+
+reads the same from W&B instead (`report_wandb`), e.g. for runs made on other machines.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from fcn_lightning.errors import FCNError
 from fcn_lightning.metrics import SCORE_NAMES
@@ -80,16 +84,26 @@ def _float(value: str | None) -> float | None:
 
 def read_run(run_dir: Path) -> RunResult | None:
     """The run's last validation, or None when it has not validated yet."""
-    by_step: dict[int, dict[str, str]] = {}
+    rows = []
     for segment in csv_segments(run_dir):  # a resumed run's later record wins a step
         with open(segment, newline="") as f:
-            for row in csv.DictReader(f):
-                if _float(row.get("val/mean_iu")) is not None:
-                    by_step[int(row["step"])] = row
+            rows += list(csv.DictReader(f))
+    cfg = OmegaConf.load(run_dir / "config_resolved.yaml")
+    return run_result(rows, cfg, default_name=run_dir.name, path=str(run_dir))
+
+
+def run_result(
+    rows: list[dict], cfg: DictConfig, *, default_name: str, path: str
+) -> RunResult | None:
+    """A run's result from its logged rows (``step``, ``val/<score>``, ``val_iu/<class>``;
+    a later row wins a step) and its resolved config; None before its first validation."""
+    by_step: dict[int, dict] = {}
+    for row in rows:
+        if _float(row.get("val/mean_iu")) is not None:
+            by_step[int(row["step"])] = row
     rows = [by_step[step] for step in sorted(by_step)]
     if not rows:
         return None
-    cfg = OmegaConf.load(run_dir / "config_resolved.yaml")
     study = OmegaConf.select(cfg, "group")
     table, key_path = STUDIES.get(study, (None, None))
     key = OmegaConf.select(cfg, key_path) if key_path else None
@@ -102,8 +116,8 @@ def read_run(run_dir: Path) -> RunResult | None:
         if k.startswith("val_iu/") and (v := _float(value)) is not None
     }
     return RunResult(
-        name=str(OmegaConf.select(cfg, "run_name") or run_dir.name),
-        path=str(run_dir),
+        name=str(OmegaConf.select(cfg, "run_name") or default_name),
+        path=path,
         study=study,
         key=key,
         step=curve[-1][0],
@@ -112,6 +126,12 @@ def read_run(run_dir: Path) -> RunResult | None:
         curve=curve,
         paper=table.get(key) if table and key else None,
     )
+
+
+def sort_runs(runs: list[RunResult]) -> list[RunResult]:
+    """The paper's row order, then by name."""
+    order = {key: i for i, key in enumerate(ROW_ORDER)}
+    return sorted(runs, key=lambda r: (order.get(r.key, len(order)), r.name))
 
 
 def find_runs(roots: list[Path]) -> list[RunResult]:
@@ -131,8 +151,7 @@ def find_runs(roots: list[Path]) -> list[RunResult]:
             f"no validated runs under {', '.join(map(str, roots))} (looked for "
             "<run>/csv/metrics.csv with a val/mean_iu row and <run>/config_resolved.yaml)"
         )
-    order = {key: i for i, key in enumerate(ROW_ORDER)}
-    return sorted(runs, key=lambda r: (order.get(r.key, len(order)), r.name))
+    return sort_runs(runs)
 
 
 def _continue_stage_curves(runs: dict[Path, RunResult]) -> None:
@@ -218,10 +237,9 @@ def plot_per_class(runs: list[RunResult], path: Path) -> None:
     plt.close(fig)
 
 
-def write_report(roots: list[Path], out: Path, title: str | None = None) -> list[RunResult]:
-    runs = find_runs(roots)
+def write_report(runs: list[RunResult], out: Path, title: str) -> list[RunResult]:
     out.mkdir(parents=True, exist_ok=True)
-    text = markdown(runs, title or f"Results: {', '.join(r.name for r in roots)}")
+    text = markdown(runs, title)
     (out / "report.md").write_text(text)
     (out / "report.json").write_text(json.dumps([asdict(r) for r in runs], indent=2))
     plot_curves(runs, out / "miou_curves.png")
@@ -233,12 +251,27 @@ def write_report(roots: list[Path], out: Path, title: str | None = None) -> list
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fcn_lightning.report", description=__doc__)
-    parser.add_argument("dirs", nargs="+", type=Path, help="run or multirun directories")
+    parser.add_argument("dirs", nargs="*", type=Path, help="run or multirun directories")
     parser.add_argument("--out", type=Path, help="where the report goes (default: first dir)")
     parser.add_argument("--title", help="the report's heading")
+    parser.add_argument(
+        "--wandb", metavar="ENTITY/PROJECT", help="read the runs from W&B instead (online)"
+    )
+    parser.add_argument("--group", help="with --wandb: only this group (e.g. study_skips)")
     args = parser.parse_args(argv)
     try:
-        write_report(args.dirs, args.out or args.dirs[0], args.title)
+        if args.wandb:
+            from fcn_lightning.report_wandb import wandb_runs
+
+            runs = wandb_runs(args.wandb, args.group)
+            out = args.out or Path("reports") / args.wandb.replace("/", "_")
+            sources = [f"W&B {args.wandb}" + (f" group {args.group}" if args.group else "")]
+        elif args.dirs:
+            runs, out = find_runs(args.dirs), args.out or args.dirs[0]
+            sources = [d.name for d in args.dirs]
+        else:
+            raise ReportError("give run or multirun directories, or --wandb ENTITY/PROJECT")
+        write_report(runs, out, args.title or f"Results: {', '.join(map(str, sources))}")
     except FCNError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
