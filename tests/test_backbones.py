@@ -391,3 +391,33 @@ def test_flops_table_covers_each_backbones_own_variants_and_geometries():
     assert rows == [["| alexnet", "fcn32s"], ["| resnet50_dilated", "fcn32s"],
                     ["| resnet50_dilated", "fcn8s"]]  # fmt: skip
     assert "| - |" in table  # no caffe geometry for ResNets
+
+
+def test_trainable_batch_norm_loads_the_same_weights_and_learns_statistics(resnet50_file):
+    """batch_norm=train: in eval mode the same function as torchvision's ResNet with the
+    same weights (here bit for bit: the same BatchNorm2d); in training mode it normalises
+    by the batch and moves its running statistics, as torchvision's does."""
+    state_dict, path = resnet50_file
+    model = build_fcn(
+        "fcn32s", num_classes=3, backbone="resnet50", pretrained=True, weights_path=str(path),
+        batch_norm="train",
+    ).eval()  # fmt: skip
+    reference = create_feature_extractor(torchvision.models.resnet50().eval(), {"layer4": "layer4"})
+    reference.load_state_dict(state_dict, strict=False)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(model.backbone(x)["layer4"], reference(x)["layer4"])
+        model.train(), reference.train()
+        torch.testing.assert_close(model.backbone(x)["layer4"], reference(x)["layer4"])
+    assert not torch.equal(model.backbone.bn1.running_mean, state_dict["bn1.running_mean"])
+    torch.testing.assert_close(model.backbone.bn1.running_mean, reference.bn1.running_mean)
+
+
+def test_batch_norm_choice_is_checked():
+    with pytest.raises(ConfigError, match=r"model.batch_norm='train': model.backbone=vgg16 "):
+        build_fcn("fcn32s", num_classes=3, width=WIDTH, batch_norm="train")
+    with pytest.raises(ConfigError, match=r"model.batch_norm='none'.*\['frozen', 'train'\]"):
+        build_fcn("fcn32s", num_classes=3, backbone="resnet50", width=WIDTH, batch_norm="none")
+    with pytest.raises(ConfigError, match=r"model\.frozen_backbone=true"):
+        build_fcn("fcn32s", num_classes=3, backbone="resnet50", width=WIDTH,
+                  batch_norm="train", frozen_backbone=True)  # fmt: skip

@@ -70,6 +70,7 @@ def build_fcn(
     upsampling: str = "fixed",
     frozen_backbone: bool = False,
     dropout: float = 0.5,
+    batch_norm: str = "frozen",
     progress: bool = True,
 ) -> FCN:
     """An FCN mapping ``B x 3 x H x W`` normalised images to ``B x C x H x W`` scores.
@@ -94,6 +95,8 @@ def build_fcn(
         upsampling: ``fixed`` (bilinear, frozen, as the reference) or ``learned``.
         frozen_backbone: train only the score layers ("FCN-32s fixed" in the paper).
         dropout: element-wise dropout probability after fc6 and fc7 (VGG16, AlexNet).
+        batch_norm: ``frozen`` (constants, the default: batch-1 training) or ``train``
+            (learned, with running statistics: from scratch or large batches); ResNets.
     """
     _choice(variant, VARIANTS, "model.variant")
     _choice(backbone, BACKBONES, "model.backbone")
@@ -124,6 +127,18 @@ def build_fcn(
             f"model.geometry={geometry} is not available for model.backbone={backbone}: "
             f"choose one of {list(cls.GEOMETRIES)}"
         )
+    norms = getattr(cls, "BATCH_NORMS", ("frozen",))
+    if batch_norm not in norms:
+        raise ConfigError(
+            f"model.batch_norm={batch_norm!r}: model.backbone={backbone} allows {list(norms)}"
+            + ("" if len(norms) > 1 else " (it has no BatchNorm)")
+        )
+    if frozen_backbone and batch_norm == "train":
+        raise ConfigError(
+            "model.batch_norm=train would still move the statistics of a frozen backbone "
+            "(model.frozen_backbone=true): set model.batch_norm=frozen"
+        )
+    extra = {"batch_norm": batch_norm} if len(norms) > 1 else {}
     source_weights = cls.weights_for(weights, **arch)
     body = cls(
         **arch,
@@ -132,6 +147,7 @@ def build_fcn(
         geometry=geometry,
         dropout=dropout,
         weights=weights,
+        **extra,
     )
     if pretrained:
         state_dict = fetch_state_dict(

@@ -8,11 +8,14 @@ dilation (torchvision's ``replace_stride_with_dilation=[False, True, True]``, th
 FCN" of later work): all three taps are then at stride 8, skips are summed at that one
 resolution without upsampling, and the final upsampling is x8.
 
-BatchNorm is frozen (torchvision's ``FrozenBatchNorm2d``: ImageNet statistics and affine
-terms as constants), as detection models do: the reference trains at batch 1, where batch
-statistics are noise. A net built without pretrained weights thus has identity
-normalisation. ResNet convolutions are padded "same" already, so there is no pad-100
-geometry: only ``aligned`` (the head pads inputs to a multiple of the output stride).
+BatchNorm is frozen by default (torchvision's ``FrozenBatchNorm2d``: ImageNet statistics
+and affine terms as constants), as detection models do: the reference trains at batch 1,
+where batch statistics are noise. A net built without pretrained weights would thus have
+identity normalisation, so ``batch_norm="train"`` (ordinary ``BatchNorm2d``, which learns
+and tracks statistics) is there for training from scratch or with large batches.
+
+ResNet convolutions are padded "same" already, so there is no pad-100 geometry: only
+``aligned`` (the head pads inputs to a multiple of the output stride).
 Weights: torchvision's ``IMAGENET1K_V2`` through its weights API (RGB, ImageNet mean/std).
 ResNets have no fc layers, so ``dropout`` has nothing to act on.
 """
@@ -43,27 +46,33 @@ STAGES = ("layer1", "layer2", "layer3", "layer4")
 TORCHVISION_WEIGHTS = {50: ResNet50_Weights.IMAGENET1K_V2, 101: ResNet101_Weights.IMAGENET1K_V2}
 
 
+NORMS = {"frozen": FrozenBatchNorm2d, "train": nn.BatchNorm2d}
+
+
 def make_stage(
-    inplanes: int, planes: int, blocks: int, *, stride: int, dilation: int, first_dilation: int
+    inplanes: int,
+    planes: int,
+    blocks: int,
+    *,
+    stride: int,
+    dilation: int,
+    first_dilation: int,
+    norm: type[nn.Module] = FrozenBatchNorm2d,
 ) -> nn.Sequential:
-    """torchvision's ``ResNet._make_layer`` for bottlenecks, with frozen BatchNorm."""
+    """torchvision's ``ResNet._make_layer`` for bottlenecks, with ``norm`` as BatchNorm."""
     downsample = None
     if stride != 1 or inplanes != planes * Bottleneck.expansion:
         downsample = nn.Sequential(
             conv1x1(inplanes, planes * Bottleneck.expansion, stride),
-            FrozenBatchNorm2d(planes * Bottleneck.expansion),
+            norm(planes * Bottleneck.expansion),
         )
     layers = [
         Bottleneck(
-            inplanes, planes, stride, downsample,
-            dilation=first_dilation, norm_layer=FrozenBatchNorm2d,
+            inplanes, planes, stride, downsample, dilation=first_dilation, norm_layer=norm,
         )
     ]  # fmt: skip
     layers += [
-        Bottleneck(
-            planes * Bottleneck.expansion, planes,
-            dilation=dilation, norm_layer=FrozenBatchNorm2d,
-        )
+        Bottleneck(planes * Bottleneck.expansion, planes, dilation=dilation, norm_layer=norm)
         for _ in range(1, blocks)
     ]  # fmt: skip
     return nn.Sequential(*layers)
@@ -74,6 +83,7 @@ class ResNetBackbone(nn.Module):
 
     ROLES: ClassVar[dict[str, str]] = {"fc7": "layer4", "pool4": "layer3", "pool3": "layer2"}
     GEOMETRIES = ("aligned",)
+    BATCH_NORMS = tuple(NORMS)
 
     @staticmethod
     def weights_for(weights: str, *, depth: int = 50, dilated: bool = False) -> PretrainedWeights:
@@ -95,15 +105,17 @@ class ResNetBackbone(nn.Module):
         geometry: str = "aligned",
         dropout: float = 0.0,
         weights: str = "torchvision",
+        batch_norm: str = "frozen",
     ) -> None:
         super().__init__()
+        norm = NORMS[batch_norm]
         unknown = set(taps) - set(STAGES)
         if unknown:
             raise ValueError(f"ResNet has no tap(s) {sorted(unknown)}; available: {STAGES}")
         self.taps = tuple(t for t in STAGES if t in taps)
         stem = scaled(64, width)
         self.conv1 = nn.Conv2d(3, stem, 7, stride=2, padding=3, bias=False)
-        self.bn1 = FrozenBatchNorm2d(stem)
+        self.bn1 = norm(stem)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
 
@@ -123,7 +135,7 @@ class ResNetBackbone(nn.Module):
                 name,
                 make_stage(
                     inplanes, planes, blocks,
-                    stride=stride, dilation=dilation, first_dilation=first_dilation,
+                    stride=stride, dilation=dilation, first_dilation=first_dilation, norm=norm,
                 ),
             )  # fmt: skip
             self.stages.append(name)

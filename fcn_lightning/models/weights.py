@@ -163,6 +163,8 @@ def load_matching(backbone: nn.Module, converted: dict[str, Tensor], *, source: 
     """Load every tensor of ``backbone``'s state dict from ``converted`` (extra keys, such
     as an ImageNet classifier, are ignored); names and shapes must all match."""
     own = backbone.state_dict()
+    # BatchNorm's step counter is not a weight; files from frozen-BN models lack it.
+    converted = {**{k: v for k, v in own.items() if k.endswith("num_batches_tracked")}, **converted}
     for key, target in own.items():
         if key not in converted:
             raise WeightsError(f"{source} has no weights for backbone layer {key!r}")
