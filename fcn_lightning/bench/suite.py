@@ -259,7 +259,7 @@ def memory_rows(s: Settings) -> list[Row]:
         Row("6", what, "ours caffe", "ours aligned", gib("caffe"), gib("aligned"), "GiB",
             note=f"{note('caffe')}; {note('aligned')}"),
         Row("6", what, "ours caffe", "pytorch-fcn", gib("caffe"), gib("torchfcn"), "GiB",
-            NO_SLOWER, note("torchfcn")),
+            note=note("torchfcn")),
     ]  # fmt: skip
 
 
