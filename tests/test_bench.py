@@ -53,8 +53,8 @@ def test_interleaving_alternates_sides_after_warmup():
 
 
 def test_targets_say_by_how_much_they_are_missed():
-    assert Target("<=", 1.0).verdict(1.1) == "<= 1: missed by 10%"
-    assert Target(">=", 0.6).verdict(0.3) == ">= 0.6: missed by 50%"
+    assert Target("<=", 1.0).verdict(1.1) == "<= 1: missed by 10.0%"
+    assert Target(">=", 0.6).verdict(0.3) == ">= 0.6: missed by 50.0%"
     assert Target(">=", 1.8).verdict(2.0) == ">= 1.8: met"
     row = Row("1", "x", "a", "b", float("nan"), 1.0, "s", Target("<=", 1.0))
     assert "n/a" in markdown([row]) and "not measured" in markdown([row])

@@ -19,7 +19,7 @@ class Target:
             return f"{self}: not measured"
         if self.met(ratio):
             return f"{self}: met"
-        return f"{self}: missed by {abs(ratio - self.bound) / self.bound:.0%}"
+        return f"{self}: missed by {abs(ratio - self.bound) / self.bound:.1%}"
 
     def __str__(self) -> str:
         return f"{self.op} {self.bound:g}"
@@ -56,10 +56,16 @@ class Row:
             self.what,
             f"{self.a}: {_value(self.a_value, self.unit)}",
             f"{self.b}: {_value(self.b_value, self.unit)}",
-            f"**{ratio:.3g}**" if math.isfinite(ratio) else "n/a",
+            _ratio(ratio),
             self.target.verdict(ratio) if self.target else "-",
             self.note,
         ]
+
+
+def _ratio(ratio: float) -> str:
+    if not math.isfinite(ratio):
+        return "n/a"
+    return f"**{ratio:.3f}**" if ratio < 10 else f"**{ratio:.0f}**"
 
 
 def _value(value: float, unit: str) -> str:
