@@ -60,7 +60,16 @@ mini-paper: $(STAMP) ## the skip-architecture study on synthetic data (CPU, ~30 
 	$(PY) -m fcn_lightning.report $(MINI_DIR) --out experiments/mini_paper \
 		--title "Mini-paper: the skip-architecture study on the synthetic dataset (2-core CPU)"
 
-bench: bench-data flops ## every benchmark (loader throughput, FLOPs)
+bench: $(STAMP) ## the benchmark suite vs pytorch-fcn and the machine (~10 min); writes experiments/bench/results.md
+	$(PY) -m fcn_lightning.bench --out experiments/bench/results.md $(ARGS)
+
+bench-quick: $(STAMP) ## the benchmark suite at tiny sizes (a smoke run, numbers meaningless)
+	$(PY) -m fcn_lightning.bench --quick --out /tmp/fcn_bench_quick.md $(ARGS)
+
+bench-all: bench bench-data bench-dense flops ## the suite, then the loader's, dense prediction's and FLOPs' own tables
+
+bench-dense: $(STAMP) ## shift-and-stitch vs filter dilation: FLOPs and CPU time
+	$(PY) -m fcn_lightning.models.dense_bench $(ARGS)
 
 bench-data: $(STAMP) ## loader images/s per worker on VOC-size JPEGs
 	$(PY) -m fcn_lightning.data.benchmark $(ARGS)
@@ -69,4 +78,4 @@ clean: ## remove caches (keeps .venv, data/ and logs/)
 	rm -rf .pytest_cache .ruff_cache
 	find . -name __pycache__ -not -path './.venv/*' -prune -exec rm -rf {} +
 
-.PHONY: help install train test lint format flops export verify-data mini-paper bench bench-data clean
+.PHONY: help install train test lint format flops export verify-data mini-paper bench bench-quick bench-all bench-dense bench-data clean

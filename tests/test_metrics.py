@@ -79,3 +79,14 @@ def test_reset_and_shape_errors():
     assert metric.hist.sum() == 0
     with pytest.raises(ValueError, match="do not fit 4 classes"):
         metric.update(torch.zeros(1, 5, 2, 2), torch.zeros(1, 2, 2, dtype=torch.long))
+
+
+def test_scores_are_read_as_argmax_ties_to_the_first_class():
+    torch.manual_seed(0)
+    scores = torch.randn(2, 5, 7, 9).round()  # rounding makes many ties
+    scores[0, :, 0, 0] = torch.tensor([1.0, 3.0, 3.0, 0.0, 3.0])
+    target = torch.randint(0, 5, (2, 7, 9))
+    from_scores, from_labels = SegmentationMetrics(5), SegmentationMetrics(5)
+    from_scores.update(scores, target)
+    from_labels.update(scores.argmax(1), target)
+    assert torch.equal(from_scores.hist, from_labels.hist)

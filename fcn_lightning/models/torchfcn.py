@@ -4,10 +4,21 @@ torchfcn names layers as the reference prototxt does (``conv1_1`` ... ``fc7``, `
 ``upscore2`` ...). This project keeps torchvision's ``features.N`` indices for the VGG convs
 (so ImageNet weights load unchanged) and the reference names for everything else, so the
 mapping is a rename of the thirteen convs and fc6/fc7.
+
+`torchfcn_models` imports pytorch-fcn's model definitions themselves (for the equivalence
+tests and `fcn_lightning.bench`) without its package side effects: torchfcn's
+``__init__`` pulls its trainer and datasets (pytz, scikit-image, ...), and its model files
+import the ``fcn`` package, which needs chainer, only to download weights. The model
+classes need neither, so ``torchfcn.models`` is loaded alone with an empty stand-in for
+``fcn``. `make install` installs torchfcn without its dependencies.
 """
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
+import sys
+import types
 from pathlib import Path
 
 from torch import Tensor
@@ -19,6 +30,27 @@ from fcn_lightning.models.fcn import FCN
 from fcn_lightning.models.vgg import CONV_NAMES, POOL_INDEX
 
 TORCHFCN_VARIANTS = ("fcn32s", "fcn16s", "fcn8s", "fcn8s_atonce")
+# Our variant name -> torchfcn's class name.
+TORCHFCN_CLASSES = {
+    "fcn32s": "FCN32s", "fcn16s": "FCN16s", "fcn8s": "FCN8s", "fcn8s_atonce": "FCN8sAtOnce",
+}  # fmt: skip
+
+
+def torchfcn_models() -> types.ModuleType:
+    """pytorch-fcn's ``torchfcn.models`` (FCN32s, FCN16s, FCN8s, FCN8sAtOnce, ...)."""
+    if "torchfcn.models" in sys.modules:
+        return sys.modules["torchfcn.models"]
+    spec = importlib.util.find_spec("torchfcn")
+    if spec is None or spec.submodule_search_locations is None:
+        raise ModuleNotFoundError(
+            "torchfcn is not installed: run `make install` "
+            "(or `pip install --no-deps torchfcn==1.9.7`)"
+        )
+    sys.modules.setdefault("fcn", types.ModuleType("fcn"))
+    package = types.ModuleType("torchfcn")
+    package.__path__ = [str(Path(p)) for p in spec.submodule_search_locations]
+    sys.modules["torchfcn"] = package
+    return importlib.import_module("torchfcn.models")
 
 
 def _conv_indices() -> dict[str, int]:
