@@ -11,7 +11,7 @@ import pytest
 from fcn_lightning.runtime import wandb_logged_in
 from fcn_lightning.train import train
 from tests.train_helpers import compose_train, run_module, sweep_overrides, tiny_dataset
-from tests.wandb_records import history, read_records, run_info
+from tests.wandb_records import history, read_finished_records, run_info
 
 pytestmark = pytest.mark.slow
 
@@ -84,7 +84,7 @@ def test_offline_wandb_run_holds_the_logged_metrics(data_dir, tmp_path, monkeypa
     metrics = train(cfg)
     runs = list((tmp_path / "wandb").glob("offline-run-*"))
     assert len(runs) == 1, "expected one offline W&B run (no network, not logged in)"
-    records = read_records(next(runs[0].glob("run-*.wandb")))
+    records = read_finished_records(next(runs[0].glob("run-*.wandb")))
     rows = history(records)
     logged = {key: value for row in rows for key, value in row.items()}  # last value wins
     assert logged["val/mean_iu"] == pytest.approx(metrics["val/mean_iu"])

@@ -8,6 +8,7 @@ The file is a ":W&B" header followed by a LevelDB-style log of protobuf ``Record
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 from wandb.proto import wandb_internal_pb2
@@ -28,6 +29,8 @@ def read_records(path: Path) -> list[wandb_internal_pb2.Record]:
             continue
         length = int.from_bytes(data[pos + 4 : pos + 6], "little")
         kind = data[pos + 6]
+        if pos + CHUNK_HEADER + length > len(data):
+            break  # a chunk W&B's writer has not finished (it flushes in its own process)
         payload = data[pos + CHUNK_HEADER : pos + CHUNK_HEADER + length]
         pos += CHUNK_HEADER + length
         if kind == 1:
@@ -39,6 +42,18 @@ def read_records(path: Path) -> list[wandb_internal_pb2.Record]:
         elif kind == 4:
             payloads.append(pending + payload)
     return [wandb_internal_pb2.Record.FromString(p) for p in payloads]
+
+
+def read_finished_records(path: Path, timeout: float = 60.0) -> list[wandb_internal_pb2.Record]:
+    """The records once the run's exit record is on disk: W&B writes the file from its own
+    process, which may still be flushing when `wandb.finish` has returned."""
+    deadline = time.monotonic() + timeout
+    while True:
+        records = read_records(path)
+        done = any(r.WhichOneof("record_type") == "exit" for r in records)
+        if done or time.monotonic() > deadline:
+            return records
+        time.sleep(0.5)
 
 
 def history(records) -> list[dict[str, object]]:
