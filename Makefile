@@ -55,7 +55,7 @@ export: $(STAMP) ## export a checkpoint: make export ARGS="ckpt_path=... format=
 verify-data: $(STAMP) ## check a dataset preset: make verify-data ARGS="data=paper paths.data_dir=/datasets"
 	$(PY) -m fcn_lightning.verify_data $(ARGS)
 
-mini-paper: $(STAMP) ## the skip-architecture study on synthetic data (CPU, ~30 min) + report
+mini-paper: $(STAMP) ## the skip-architecture study on synthetic data (CPU, ~20 min) + report
 	$(PY) -m fcn_lightning.train -m experiment=mini_paper hydra.sweep.dir=$(MINI_DIR) $(ARGS)
 	$(PY) -m fcn_lightning.report $(MINI_DIR) --out experiments/mini_paper \
 		--title "Mini-paper: the skip-architecture study on the synthetic dataset (2-core CPU)"
