@@ -12,6 +12,9 @@ TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 # chainer, and only its download helpers need it, so it is installed without dependencies.
 TORCHFCN := torchfcn==1.9.7
 STAMP := $(VENV)/.installed
+# The environment's size on disk, checked before a first install: torch's CUDA build and its
+# libraries are about 5.5 GB of it.
+VENV_GB := 6
 # Extra arguments for the entry points, e.g. make train ARGS="trainer.max_steps=100".
 ARGS ?=
 # Expanded once, so both steps of mini-paper name the same folder.
@@ -23,6 +26,10 @@ help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml Makefile
+	@test -x $(PY) || free=$$(df -Pk . | awk 'NR == 2 {print int($$4 / 1048576)}'); \
+	test -x $(PY) || [ "$$free" -ge $(VENV_GB) ] || { echo "make install: $$free GB free in \
+	$$(pwd), the environment needs about $(VENV_GB) GB (torch's CUDA build); free some space" >&2; \
+	exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH_PINS)
@@ -48,6 +55,9 @@ format: $(STAMP) ## apply ruff fixes and formatting
 
 flops: $(STAMP) ## caffe vs aligned geometry FLOPs at VOC size
 	$(PY) -m fcn_lightning.models.flops
+
+convert-caffe: $(STAMP) ## convert Caffe weights: make convert-caffe ARGS="fcn8s-heavy-pascal.caffemodel"
+	$(PY) -m fcn_lightning.convert_caffe $(ARGS)
 
 export: $(STAMP) ## export a checkpoint: make export ARGS="ckpt_path=... format=onnx|torchscript"
 	$(PY) -m fcn_lightning.export $(ARGS)

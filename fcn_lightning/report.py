@@ -154,23 +154,23 @@ def find_runs(roots: list[Path]) -> list[RunResult]:
     return sort_runs(runs)
 
 
+def continue_curves(chain: list[RunResult | None]) -> None:
+    """Plot the stages of one training as one curve: each run's curve starts where the runs
+    before it in ``chain`` ended (their steps summed). Missing stages (None) are skipped."""
+    offset = 0
+    for run in chain:
+        if run is not None:
+            run.curve = [(step + offset, value) for step, value in run.curve]
+            offset += run.step
+
+
 def _continue_stage_curves(runs: dict[Path, RunResult]) -> None:
-    """Plot a staged job as one training: each stage's curve (``<job>/stages/<i>_<variant>``)
-    and the job's own start where the stages before it ended."""
-    for run_dir, run in runs.items():
-        if run_dir.parent.name == STAGES_DIR:
-            job, index = run_dir.parent.parent, stage_index(run_dir)
-        elif (run_dir / STAGES_DIR).is_dir():
-            job, index = run_dir, None
-        else:
-            continue
-        offset = sum(
-            earlier.step
-            for earlier_dir, earlier in runs.items()
-            if earlier_dir.parent == job / STAGES_DIR
-            and (index is None or stage_index(earlier_dir) < index)
-        )
-        run.curve = [(step + offset, value) for step, value in run.curve]
+    """A staged job's stages (``<job>/stages/<i>_<variant>``), then the job's own run."""
+    jobs = {d.parent.parent for d in runs if d.parent.name == STAGES_DIR}
+    jobs |= {d for d in runs if (d / STAGES_DIR).is_dir()}
+    for job in jobs:
+        stages = sorted((d for d in runs if d.parent == job / STAGES_DIR), key=stage_index)
+        continue_curves([*(runs[d] for d in stages), runs.get(job)])
 
 
 def _pct(value: float | None) -> str:

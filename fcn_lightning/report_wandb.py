@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from omegaconf import OmegaConf
 
-from fcn_lightning.report import ReportError, RunResult, run_result, sort_runs
+from fcn_lightning.report import ReportError, RunResult, continue_curves, run_result, sort_runs
 
 STEP_KEY = "trainer/global_step"
 
@@ -28,15 +28,10 @@ def _history(run) -> list[dict]:
 
 
 def _continue_stage_curves(runs: list[RunResult], stages_of: dict[str, list[str]]) -> None:
+    """A staged job's stage runs (``<job>/<variant>``), then the job's own run."""
     by_name = {run.name: run for run in runs}
     for job, variants in stages_of.items():
-        chain = [by_name.get(f"{job}/{variant}") for variant in variants] + [by_name.get(job)]
-        offset = 0
-        for run in chain:
-            if run is None:
-                continue
-            run.curve = [(step + offset, value) for step, value in run.curve]
-            offset = run.curve[-1][0]
+        continue_curves([*(by_name.get(f"{job}/{v}") for v in variants), by_name.get(job)])
 
 
 def wandb_runs(project: str, group: str | None = None, api=None) -> list[RunResult]:

@@ -310,6 +310,8 @@ def test_offline_error_names_the_cache_path_and_config_key(
     message = str(info.value)
     assert str(cache / file_name) in message
     assert "model.weights_path" in message and "\n" not in message
+    if weights == "caffe":  # no download: the converter makes the file from Caffe's
+        assert "python -m fcn_lightning.convert_caffe" in message
 
 
 def test_resnet_weights_come_from_the_torch_hub_cache(monkeypatch, tmp_path):

@@ -7,8 +7,9 @@ Two shapes of AlexNet, chosen by the weights they load (``model.weights``):
   6x6 conv to 4096, fc7 1x1. Weights: Caffe's ImageNet AlexNet (``bvlc_alexnet``, which the
   reference starts from; CaffeNet has the same shapes) converted to a state dict with the
   reference's layer names (``conv1.weight`` ... ``fc7.bias``; fc6/fc7 as convolutions or as
-  InnerProduct matrices). No converted file is published, so it must be put at the cache
-  path or given as ``model.weights_path``. BGR, Caffe mean pixel.
+  InnerProduct matrices). No converted file is published: ``python -m
+  fcn_lightning.convert_caffe bvlc_alexnet.caffemodel`` writes it to the cache path
+  (or give any such file as ``model.weights_path``). BGR, Caffe mean pixel.
 - ``torchvision``: torchvision's AlexNet (64-192-384-256-256, no LRN, no groups) and its
   ``AlexNet_Weights.IMAGENET1K_V1``, fetched through torchvision's weights API. RGB,
   ImageNet mean/std. Dropout sits after fc6 and fc7 as in the reference, not before.

@@ -82,10 +82,14 @@ def cache_path(weights: PretrainedWeights) -> Path:
 
 def _offline_error(weights: PretrainedWeights, url: str | None, reason: object) -> WeightsError:
     where = f"from {url} ({reason})" if url else f"({reason})"
+    cache = cache_path(weights)
+    if weights.name == "caffe":
+        get = f"`python -m fcn_lightning.convert_caffe FILE.caffemodel` writes it to {cache}"
+    else:
+        get = f"download {weights.file_name} yourself and put it at {cache}"
     return WeightsError(
-        f"could not fetch the {weights.name} {weights.model} weights {where}; download or "
-        f"convert {weights.file_name} yourself and put it at {cache_path(weights)}, or point "
-        f"model.weights_path at a local copy"
+        f"could not fetch the {weights.name} {weights.model} weights {where}; {get}, or point "
+        f"model.weights_path at a local {weights.file_name}"
     )
 
 
