@@ -19,14 +19,16 @@ from fcn_lightning.models.checkpoints import read_checkpoint
 from fcn_lightning.module import load_module
 from fcn_lightning.runtime import (
     CONF_DIR,
+    apply_ddp_timeout,
     isolated_job,
     log,
     prepare_ddp_relaunch,
     resolved,
+    stop_other_ranks,
     user_errors,
 )
 
-DEVICE_KEYS = ("accelerator", "devices", "num_nodes", "strategy", "precision")
+DEVICE_KEYS = ("accelerator", "devices", "num_nodes", "strategy", "precision", "ddp_timeout_s")
 
 
 def eval_datamodule(cfg: DictConfig, checkpoint: dict[str, Any]) -> SegmentationDataModule:
@@ -62,14 +64,15 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         )
     # Devices and strategy from the trainer node, so `trainer=ddp_cpu` or `trainer=ddp`
     # scores a split with several processes (each image on exactly one of them).
-    trainer_cfg = resolved(cfg.trainer)
-    trainer = pl.Trainer(
-        **{k: trainer_cfg[k] for k in DEVICE_KEYS if k in trainer_cfg},
-        logger=False,
-        enable_checkpointing=False,
-    )
+    trainer_cfg = {k: v for k, v in resolved(cfg.trainer).items() if k in DEVICE_KEYS}
+    apply_ddp_timeout(trainer_cfg)
+    trainer = pl.Trainer(**trainer_cfg, logger=False, enable_checkpointing=False)
     prepare_ddp_relaunch()
-    trainer.validate(module, datamodule=datamodule, verbose=False)
+    try:
+        trainer.validate(module, datamodule=datamodule, verbose=False)
+    except BaseException:
+        stop_other_ranks(trainer)  # a failed rank 0 leaves no rank waiting on it
+        raise
     scores = {k: v for k, v in module.last_scores["val"].items() if k != "confusion"}
     scores.update(
         checkpoint=str(Path(cfg.ckpt_path).resolve()),

@@ -10,6 +10,7 @@ import signal
 import sys
 import urllib.parse
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ import torch
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from pytorch_lightning.loggers import CSVLogger, Logger
+from pytorch_lightning.strategies import DDPStrategy
 from pytorch_lightning.utilities import rank_zero_only
 
 from fcn_lightning.errors import ConfigError, FCNError
@@ -196,6 +198,15 @@ def isolated_job() -> Iterator[None]:
             torch.distributed.destroy_process_group()
         os.environ.clear()
         os.environ.update(environ)
+
+
+def apply_ddp_timeout(trainer_cfg: dict[str, Any]) -> None:
+    """Replace ``strategy: ddp`` by a DDP strategy with ``ddp_timeout_s`` (popped): a rank
+    that hangs, or whose peer died without the launcher noticing, fails after this long in
+    a collective instead of holding every device of the job forever."""
+    timeout_s = trainer_cfg.pop("ddp_timeout_s", None)
+    if trainer_cfg.get("strategy") == "ddp" and timeout_s:
+        trainer_cfg["strategy"] = DDPStrategy(timeout=timedelta(seconds=timeout_s))
 
 
 def stop_other_ranks(trainer: pl.Trainer) -> None:

@@ -6,7 +6,6 @@ The data flows one way: config -> DataModule, LightningModule, Trainer -> fit (-
 from __future__ import annotations
 
 import contextlib
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +13,6 @@ import hydra
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, open_dict
-from pytorch_lightning.strategies import DDPStrategy
 from pytorch_lightning.utilities import rank_zero_only
 
 from fcn_lightning import resolvers  # noqa: F401  (registers ${uid:} and ${mul:} for Hydra)
@@ -29,6 +27,7 @@ from fcn_lightning.models.checkpoints import read_checkpoint
 from fcn_lightning.module import FCNModule
 from fcn_lightning.runtime import (
     CONF_DIR,
+    apply_ddp_timeout,
     build_callbacks,
     build_loggers,
     finish_wandb,
@@ -118,11 +117,7 @@ def check_resumable(path: str, model_cfg: DictConfig) -> None:
 
 def build_trainer(cfg: DictConfig, run_dir: Path, **extra: Any) -> pl.Trainer:
     trainer_cfg = {k: v for k, v in resolved(cfg.trainer).items() if k not in MODULE_SWITCHES}
-    timeout_s = trainer_cfg.pop("ddp_timeout_s", None)
-    if trainer_cfg.get("strategy") == "ddp" and timeout_s:
-        # A rank that hangs (or whose peer died without the launcher noticing) fails after
-        # this long in a collective instead of holding every GPU of the job forever.
-        trainer_cfg["strategy"] = DDPStrategy(timeout=timedelta(seconds=timeout_s))
+    apply_ddp_timeout(trainer_cfg)
     return hydra.utils.instantiate(
         trainer_cfg,
         callbacks=build_callbacks(cfg.get("callbacks")),

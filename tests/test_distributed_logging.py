@@ -1,15 +1,19 @@
-"""Processes and records: DDP on CPU equals one process, multirun + DDP makes one run per
-sweep point, and an offline W&B run holds the logged metrics."""
+"""Processes and records: DDP on CPU equals one process, a rank's failure ends a DDP eval,
+multirun + DDP makes one run per sweep point, and an offline W&B run holds the logged
+metrics."""
 
 from __future__ import annotations
 
 import csv
 import json
+import shutil
+import time
 
 import pytest
 
 from fcn_lightning.runtime import wandb_logged_in
 from fcn_lightning.train import train
+from tests.fault_helpers import processes_mentioning
 from tests.train_helpers import compose_train, run_module, sweep_overrides, tiny_dataset
 from tests.wandb_records import history, read_finished_records, run_info
 
@@ -50,6 +54,30 @@ def test_ddp_cpu_validation_equals_single_process(checkpoint, data_dir, tmp_path
     for name in ("pixel_acc", "mean_acc", "mean_iu", "fw_iu"):
         assert ddp[name] == pytest.approx(single[name], abs=1e-9), name
     assert ddp["iu"] == pytest.approx(single["iu"], nan_ok=True)
+
+
+def test_ddp_eval_with_a_bad_image_on_rank_0_ends_naming_it(checkpoint, data_dir, tmp_path):
+    """Rank 0 (the launcher) fails on a corrupt image that only it reads: the job exits
+    non-zero at once with the file's name, and no rank is left running."""
+    data = tmp_path / "data"
+    shutil.copytree(data_dir, data)
+    bad = data / "synthetic" / "JPEGImages" / "val_00002.jpg"  # rank 0's share either way
+    bad.write_bytes(bad.read_bytes()[:100])
+    out = tmp_path / "eval"
+    start = time.monotonic()
+    done = run_module(
+        "fcn_lightning.eval", f"ckpt_path={checkpoint}", "trainer=ddp_cpu", "num_workers=0",
+        "trainer.ddp_timeout_s=30", f"data_dir={data}", f"hydra.run.dir={out}", cwd=tmp_path,
+        timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert "val_00002.jpg" in done.stderr.strip().splitlines()[-1]
+    assert time.monotonic() - start < 60  # well under the 30 s a waiting rank would add
+    deadline = time.monotonic() + 10
+    while processes_mentioning(str(out)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert processes_mentioning(str(out)) == []
+    assert not (out / "metrics.json").exists()
 
 
 def test_multirun_with_ddp_makes_exactly_one_run_per_point(data_dir, tmp_path):

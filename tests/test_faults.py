@@ -19,6 +19,7 @@ from fcn_lightning.checkpoint_io import atomic_torch_save, partial_path
 from fcn_lightning.errors import DivergedError
 from fcn_lightning.report import read_run
 from fcn_lightning.train import train
+from tests.fault_helpers import processes_mentioning
 from tests.train_helpers import compose_train, run_module, tiny_dataset, tiny_overrides
 
 FAULTS = [  # with the multirun test in test_launchers.py
@@ -141,20 +142,6 @@ def test_divergence_leaves_the_last_good_checkpoints_byte_for_byte(data_dir, tmp
     assert all(torch.isfinite(t).all() for t in last["state_dict"].values())
 
 
-def _processes_mentioning(text: str) -> list[int]:
-    """Live processes whose command line holds `text` (Linux /proc)."""
-    found = []
-    for proc in Path("/proc").iterdir():
-        try:
-            if proc.name.isdigit() and text in (proc / "cmdline").read_text():
-                status = (proc / "status").read_text()
-                if "State:\tZ" not in status:
-                    found.append(int(proc.name))
-        except OSError:
-            continue
-    return found
-
-
 DDP_BOUND_S = 120  # with start-up of two processes on a loaded 2-core machine
 
 
@@ -177,9 +164,9 @@ def test_a_failed_ddp_rank_ends_the_job_in_bounded_time(how, data_dir, tmp_path)
     assert "gloo" in done.stderr  # the healthy rank's collective failed, naming why
     # No rank outlives the job (a hung one would hold its device forever).
     deadline = time.monotonic() + 10
-    while _processes_mentioning(str(run)) and time.monotonic() < deadline:
+    while processes_mentioning(str(run)) and time.monotonic() < deadline:
         time.sleep(0.5)
-    assert _processes_mentioning(str(run)) == []
+    assert processes_mentioning(str(run)) == []
     for ckpt in (run / "checkpoints").glob("*.ckpt"):  # what was written before is whole
         assert torch.load(ckpt, weights_only=True)["global_step"] == 3
     assert (run / "checkpoints" / "last.ckpt").is_file()

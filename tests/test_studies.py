@@ -104,6 +104,38 @@ def test_staged_fcn8s_trains_its_stages_in_one_job_and_resumes_them(data_dir, tm
     assert OmegaConf.load(run / "config_resolved.yaml").model.init_from == final.init_from
 
 
+@pytest.mark.slow
+def test_staged_fcn8s_under_ddp_chains_its_stages_on_every_rank(data_dir, tmp_path):
+    """Two gloo ranks (Lightning relaunches the command for rank 1): both ranks start each
+    stage from the same previous-stage checkpoint, one set of files is written, and a
+    restarted job trains none of the finished stages again."""
+    run = tmp_path / "run"
+    overrides = [o for o in sweep_overrides(data_dir, tmp_path) if o != "trainer=cpu"]
+    command = ("fcn_lightning.train", *overrides, f"hydra.run.dir={run}", "trainer=ddp_cpu",
+               "model=fcn8s_staged", "optim.lr=0.05", "trainer.max_steps=2")  # fmt: skip
+    done = run_module(*command, cwd=tmp_path, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    stages = run / "stages"
+    assert sorted(p.name for p in stages.iterdir()) == ["0_fcn32s", "1_fcn16s"]
+    chain = [OmegaConf.load(d / "config_resolved.yaml").model.init_from
+             for d in (stages / "0_fcn32s", stages / "1_fcn16s", run)]  # fmt: skip
+    assert chain[0] is None
+    assert Path(chain[1]).parent == stages / "0_fcn32s" / "checkpoints"
+    assert Path(chain[2]).parent == stages / "1_fcn16s" / "checkpoints"
+    logged = done.stdout + done.stderr
+    for source in chain[1:]:  # each rank logs the checkpoint it copied from
+        assert logged.count(f"model.init_from={source}: copied") == 2, source
+    for job in (stages / "0_fcn32s", stages / "1_fcn16s", run):
+        assert _last(job)["global_step"] == 2, job
+    before = {p.name: _last(p)["state_dict"] for p in stages.iterdir()}
+    again = run_module(*command, cwd=tmp_path, timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "copied" in again.stdout + again.stderr
+    for stage in stages.iterdir():
+        after = _last(stage)["state_dict"]
+        assert all(torch.equal(after[k], v) for k, v in before[stage.name].items()), stage
+
+
 def _last(run: Path) -> dict:
     return torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
 
