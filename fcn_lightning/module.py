@@ -13,6 +13,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor
 
 from fcn_lightning.errors import ConfigError, DivergedError
@@ -21,7 +22,11 @@ from fcn_lightning.metrics import SCORE_NAMES, SegmentationMetrics
 from fcn_lightning.models import build_fcn
 from fcn_lightning.models.checkpoints import extract_state_dict, read_checkpoint
 from fcn_lightning.optim import build_optimizer, build_schedule
-from fcn_lightning.rng_state import collect_rng_states, restore_rng_states
+from fcn_lightning.rng_state import (
+    collect_rng_states_of_all_ranks,
+    restore_rng_states,
+    states_for_rank,
+)
 
 # Keys of the `model` node that are not build_fcn arguments.
 NOT_BUILD_ARGS = ("name", "init_from", "init_stages", "paper_lr", "paper_steps")
@@ -155,10 +160,20 @@ class FCNModule(pl.LightningModule):
     # next dropout masks (loaders and sanity checks built in between draw from it too).
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["rng_states"] = collect_rng_states()
+        checkpoint["rng_states"] = collect_rng_states_of_all_ranks()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self._rng_to_restore = checkpoint.get("rng_states")
+        saved = checkpoint.get("rng_states")
+        trainer = self._trainer
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
+        self._rng_to_restore = None if saved is None else states_for_rank(saved, rank, world)
+        if saved is not None and self._rng_to_restore is None:
+            count = 1 if isinstance(saved, dict) else len(saved)
+            rank_zero_warn(
+                f"the checkpoint holds the random state of {count} process(es) and this "
+                f"run has {world}: training goes on with fresh random streams, so it will not "
+                "repeat exactly what an uninterrupted run would have done"
+            )
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         if self._rng_to_restore is not None:

@@ -10,6 +10,7 @@ import shutil
 import time
 
 import pytest
+import torch
 
 from fcn_lightning.runtime import wandb_logged_in
 from fcn_lightning.train import train
@@ -78,6 +79,35 @@ def test_ddp_eval_with_a_bad_image_on_rank_0_ends_naming_it(checkpoint, data_dir
         time.sleep(0.5)
     assert processes_mentioning(str(out)) == []
     assert not (out / "metrics.json").exists()
+
+
+def test_ddp_resume_ends_exactly_where_an_uninterrupted_ddp_run_does(tmp_path):
+    """Two ranks whose random streams part ways (loss sampling and dropout draw one number
+    per cell, and the ranks see images of other sizes: 80 px and 60 px sides, 3 and 2 cells
+    at stride 32): each rank's generators are saved and come back to that rank, so the
+    resumed job equals the uninterrupted one."""
+    data_dir = tiny_dataset(tmp_path / "data", num_val=5, image_size=80)
+    common = [
+        *(o.replace("image_size=48", "image_size=80") for o in cli_overrides(data_dir, tmp_path)), "trainer=ddp_cpu", "model=fcn32s", "optim.lr=0.05",
+        "loss.keep_prob=0.5", "data.hflip=true", "trainer.max_steps=7",
+        "trainer.val_check_interval=3", "trainer.deterministic=true",
+    ]  # fmt: skip
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    stop = ["+callbacks.stop._target_=tests.train_helpers.StopAfterValidation",
+            "+callbacks.stop.step=3", "+trainer.min_epochs=0"]  # fmt: skip
+    for run, extra in ((whole, []), (parts, stop), (parts, ["ckpt_path=last"])):
+        done = run_module("fcn_lightning.train", *common, *extra, f"hydra.run.dir={run}",
+                          cwd=tmp_path, timeout=300)  # fmt: skip
+        assert done.returncode == 0, done.stderr[-3000:]
+        if extra == stop:
+            saved = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+            assert saved["global_step"] == 3
+            assert len(saved["rng_states"]) == 2  # one per rank
+    expected = torch.load(whole / "checkpoints" / "last.ckpt", weights_only=True)
+    resumed = torch.load(parts / "checkpoints" / "last.ckpt", weights_only=True)
+    assert resumed["global_step"] == expected["global_step"] == 7
+    for name, tensor in expected["state_dict"].items():
+        assert torch.equal(resumed["state_dict"][name], tensor), name
 
 
 def test_multirun_with_ddp_makes_exactly_one_run_per_point(data_dir, tmp_path):

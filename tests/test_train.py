@@ -18,6 +18,7 @@ from fcn_lightning.eval import evaluate
 from fcn_lightning.module import load_module
 from fcn_lightning.predict import predict
 from fcn_lightning.report import read_run
+from fcn_lightning.rng_state import collect_rng_states_of_all_ranks, states_for_rank
 from fcn_lightning.train import train
 from tests.train_helpers import CONF, compose_train, tiny_dataset
 
@@ -174,6 +175,18 @@ def test_resume_mid_epoch_ends_exactly_where_an_uninterrupted_run_does(workers, 
     assert (parts / "csv" / "metrics.0.csv").is_file()
     assert read_run(parts).curve == read_run(whole).curve
     assert len(read_run(whole).curve) == 3  # steps 3, 6, 9
+
+
+def test_each_rank_takes_its_own_random_state_and_only_from_a_job_of_its_size():
+    one, two = {"torch": torch.tensor([1])}, {"torch": torch.tensor([2])}
+    assert states_for_rank([one, two], 1, 2) is two
+    assert states_for_rank([one, two], 0, 2) is one
+    assert states_for_rank([one], 0, 1) is one
+    assert states_for_rank(one, 0, 1) is one  # a checkpoint from before per-rank states
+    assert states_for_rank([one, two], 0, 1) is None  # 2 processes -> 1: no exact replay
+    assert states_for_rank(one, 1, 2) is None
+    # One process gathers just its own states, as a list.
+    assert len(collect_rng_states_of_all_ranks()) == 1
 
 
 def test_staged_init_from_previous_stage(data_dir, tmp_path):

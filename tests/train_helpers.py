@@ -20,11 +20,11 @@ CONF = ROOT / "conf"
 TINY_DATA = {"num_train": 8, "num_val": 4, "image_size": 48}
 
 
-def tiny_dataset(data_dir: Path, num_val: int = TINY_DATA["num_val"]) -> Path:
+def tiny_dataset(data_dir: Path, num_val: int = TINY_DATA["num_val"], **spec: int) -> Path:
     """The synthetic tree `tiny_overrides` trains on, under `data_dir`; returns `data_dir`."""
     from fcn_lightning.data.synthetic import ensure_synthetic
 
-    spec = {**TINY_DATA, "num_val": num_val}
+    spec = {**TINY_DATA, "num_val": num_val, **spec}
     ensure_synthetic(data_dir / "synthetic", **spec, progress=False)
     return data_dir
 
