@@ -87,10 +87,11 @@ def test_ddp_resume_ends_exactly_where_an_uninterrupted_ddp_run_does(tmp_path):
     at stride 32): each rank's generators are saved and come back to that rank, so the
     resumed job equals the uninterrupted one."""
     data_dir = tiny_dataset(tmp_path / "data", num_val=5, image_size=80)
+    tiny = [o.replace("image_size=48", "image_size=80") for o in cli_overrides(data_dir, tmp_path)]
     common = [
-        *(o.replace("image_size=48", "image_size=80") for o in cli_overrides(data_dir, tmp_path)), "trainer=ddp_cpu", "model=fcn32s", "optim.lr=0.05",
-        "loss.keep_prob=0.5", "data.hflip=true", "trainer.max_steps=7",
-        "trainer.val_check_interval=3", "trainer.deterministic=true",
+        *tiny, "trainer=ddp_cpu", "model=fcn32s", "optim.lr=0.05", "loss.keep_prob=0.5",
+        "data.hflip=true", "trainer.max_steps=7", "trainer.val_check_interval=3",
+        "trainer.deterministic=true",
     ]  # fmt: skip
     whole, parts = tmp_path / "whole", tmp_path / "parts"
     stop = ["+callbacks.stop._target_=tests.train_helpers.StopAfterValidation",
