@@ -2,7 +2,7 @@
 a checkpoint write, a diverging loss, a DDP rank that dies or hangs. Each test checks the
 run can go on (or fails in bounded time) and that no checkpoint already written is lost.
 
-`FAULTS` names every fault this file and the multirun test inject (for the figures in
+`FAULTS` names every fault this file and the tests it points to inject (for the figures in
 docs/notes/reliability.md).
 """
 
@@ -22,7 +22,8 @@ from fcn_lightning.train import train
 from tests.fault_helpers import processes_mentioning
 from tests.train_helpers import compose_train, run_module, tiny_dataset, tiny_overrides
 
-FAULTS = [  # with the multirun test in test_launchers.py
+FAULTS = [  # with the multirun test (test_launchers.py) and the DDP eval and resume tests
+    # (test_distributed_logging.py)
     "SIGKILL mid-run, then resume with ckpt_path=last",
     "SIGKILL in the middle of a checkpoint write",
     "an error (disk full) in the middle of a checkpoint write",
@@ -30,6 +31,8 @@ FAULTS = [  # with the multirun test in test_launchers.py
     "a DDP rank that exits",
     "a DDP rank that hangs",
     "a failing job in a multirun",
+    "a corrupt image in rank 0's share of a DDP eval",
+    "a DDP job stopped and resumed with ranks whose random streams differ",
 ]
 
 # Deterministic CPU training: 7 steps, validation (and checkpoints) at steps 3 and 6.
