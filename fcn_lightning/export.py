@@ -8,6 +8,12 @@ class names and model are recorded beside the weights: ONNX ``metadata_props``, 
 TorchScript extra file ``fcn_lightning.json``, and ``<out>.json`` next to the file.
 After writing, the exported model is run at sizes other than the traced one (odd ones
 included) and compared with PyTorch's scores (``check=true``; ONNX needs onnxruntime).
+
+The ``inference`` node of `eval` and `predict` goes into the graph too:
+``inference.dense=dilate|stitch`` (with ``inference.factor``) and ``inference.tta.hflip``
+/ ``inference.tta.scales`` export as one graph that computes what ``eval`` computes with the
+same settings, at any size. ONNX cannot express the antialiased shrinking of scales below 1;
+those export to TorchScript only.
 """
 
 from __future__ import annotations
@@ -24,10 +30,11 @@ from torch import Tensor, nn
 
 from fcn_lightning import resolvers  # noqa: F401  (registers the config resolvers)
 from fcn_lightning.errors import ConfigError, WeightsError
+from fcn_lightning.inference import Inference, inference_net
 from fcn_lightning.models.checkpoints import read_checkpoint
 from fcn_lightning.module import load_module
 from fcn_lightning.normalization import InputNorm, get_input_norm
-from fcn_lightning.runtime import CONF_DIR, log, user_errors
+from fcn_lightning.runtime import CONF_DIR, log, resolved, user_errors
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
 # Sizes the exported model is checked at after writing (H, W): none is the traced size.
@@ -161,13 +168,20 @@ def export(cfg: DictConfig) -> Path:
         raise ConfigError(f"example_size={list(cfg.example_size)}: must be positive")
     checkpoint = read_checkpoint(cfg.ckpt_path, key="ckpt_path")
     module = load_module(cfg.ckpt_path).eval()
-    net: nn.Module = module.model
+    settings = Inference.from_config(resolved(cfg.inference) if "inference" in cfg else None)
+    if cfg.format == "onnx" and min(settings.scales) < 1:
+        raise ConfigError(
+            f"inference.tta.scales={list(settings.scales)}: a scale below 1 shrinks with "
+            "antialiasing, which the ONNX exporter cannot write; use format=torchscript, or "
+            "scales of 1 and above"
+        )
+    net: nn.Module = inference_net(module.model, settings)
     if cfg.normalize_in_graph:
         net = Normalized(net, get_input_norm(module.hparams.normalization))
     net.eval()
     path = output_path(cfg)
     path.parent.mkdir(parents=True, exist_ok=True)
-    meta = export_metadata(module, cfg, checkpoint)
+    meta = {**export_metadata(module, cfg, checkpoint), "inference": settings.summary()}
     example = torch.rand(1, 3, height, width) * (255 if cfg.normalize_in_graph else 1)
     with warnings.catch_warnings(), torch.no_grad():
         # Tracing warns about the input-shape checks it cannot record; they are static.

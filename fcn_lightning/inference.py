@@ -80,9 +80,11 @@ class TestTimeAugmentation(nn.Module):
         height, width = x.shape[-2:]
         total, count = None, 0
         for scale in self.scales:
-            size = (max(1, round(height * scale)), max(1, round(width * scale)))
+            # A resize to the same size is the identity, so `scale == 1` alone skips it (a
+            # fixed choice, as tracing for export needs; the sizes stay in the graph).
             resized = x
-            if size != (height, width):
+            if scale != 1.0:
+                size = (_scaled(height, scale), _scaled(width, scale))
                 # Antialiasing when shrinking, as image libraries do.
                 resized = F.interpolate(
                     x, size, mode="bilinear", align_corners=False, antialias=scale < 1
@@ -91,7 +93,7 @@ class TestTimeAugmentation(nn.Module):
                 scores = self.net(resized.flip(-1) if flip else resized)
                 if flip:
                     scores = scores.flip(-1)
-                if size != (height, width):
+                if scale != 1.0:
                     scores = F.interpolate(
                         scores, (height, width), mode="bilinear", align_corners=False
                     )
@@ -99,6 +101,14 @@ class TestTimeAugmentation(nn.Module):
                 count += 1
         assert total is not None
         return total / count
+
+
+def _scaled(size: int | Tensor, scale: float) -> int | Tensor:
+    """``size * scale`` rounded (half to even, as Python's `round`), at least 1; a tensor
+    while tracing for export, so the exported graph rescales any input size."""
+    if isinstance(size, Tensor):
+        return (size * scale).round().clamp(min=1).long()
+    return max(1, round(size * scale))
 
 
 def inference_net(model: FCN, settings: Inference) -> nn.Module:

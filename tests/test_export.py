@@ -8,9 +8,11 @@ import json
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
 from fcn_lightning.errors import ConfigError, WeightsError
-from fcn_lightning.export import METADATA_FILE, export
+from fcn_lightning.export import METADATA_FILE, export, run_exported
+from fcn_lightning.inference import apply_inference
 from fcn_lightning.module import load_module
 from fcn_lightning.normalization import get_input_norm
 from fcn_lightning.train import train
@@ -29,6 +31,9 @@ def checkpoints(tmp_path_factory):
         run = root / geometry
         train(compose_train(data_dir, run, "model=fcn8s", f"model.geometry={geometry}"))
         paths[geometry] = run / "checkpoints" / "last.ckpt"
+    run = root / "fcn32s"  # a net without skips, which dilation converts
+    train(compose_train(data_dir, run, "model=fcn32s", "model.geometry=caffe"))
+    paths["fcn32s"] = run / "checkpoints" / "last.ckpt"
     return paths
 
 
@@ -88,6 +93,48 @@ def test_normalisation_baked_into_the_graph(checkpoints, tmp_path):
     got = torch.from_numpy(session.run(None, {"image": rgb.numpy()})[0])
     norm = get_input_norm(load_module(checkpoint).hparams.normalization)
     torch.testing.assert_close(got, pytorch_scores(checkpoint, norm(rgb)), atol=1e-4, rtol=1e-4)
+
+
+INFERENCE = {  # name: (checkpoint, format, overrides)
+    "dilate": ("fcn32s", "onnx", ["inference.dense=dilate", "inference.factor=4"]),
+    "stitch": ("caffe", "onnx", ["inference.dense=stitch", "inference.factor=2"]),
+    "hflip_upscale": ("aligned", "onnx", ["inference.tta.hflip=true",
+                                          "inference.tta.scales=[1.0,1.5]"]),
+    "stitch_multiscale": ("aligned", "torchscript", ["inference.dense=stitch",
+                                                     "inference.tta.scales=[0.5,1.0]"]),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(INFERENCE))
+def test_inference_settings_export_and_score_as_eval_does(checkpoints, case, tmp_path):
+    """The exported graph computes what `eval`/`predict` compute with the same `inference`
+    settings, at sizes other than the traced one (the 1 x 1 image is padded for stitching)."""
+    name, fmt, overrides = INFERENCE[case]
+    if fmt == "onnx":
+        pytest.importorskip("onnxruntime")
+    out = tmp_path / f"m.{fmt}"
+    path = export(export_cfg(f"ckpt_path={checkpoints[name]}", f"format={fmt}", f"out={out}",
+                             "check=false", *overrides))  # fmt: skip
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        node = compose("eval", overrides=["ckpt_path=x", *overrides]).inference
+    module = load_module(checkpoints[name]).eval()
+    apply_inference(module, OmegaConf.to_container(node))
+    for height, width in SIZES:
+        x = torch.randn(2, 3, height, width)
+        got = run_exported(path, fmt, x)
+        with torch.no_grad():
+            expected = module(x)
+        assert got.shape == expected.shape == (2, module.num_classes, height, width)
+        torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+    sidecar = json.loads(path.with_name(path.name + ".json").read_text())
+    assert sidecar["inference"]["dense"] == node.dense
+
+
+def test_onnx_refuses_shrinking_tta_in_one_line(checkpoints, tmp_path):
+    with pytest.raises(ConfigError, match=r"inference\.tta\.scales=\[0\.5, 1\.0\]: .*torchscript"):
+        export(export_cfg(f"ckpt_path={checkpoints['aligned']}", f"out={tmp_path}/m.onnx",
+                          "inference.tta.scales=[0.5,1.0]"))  # fmt: skip
+    assert not (tmp_path / "m.onnx").exists()
 
 
 def test_unknown_format_and_missing_checkpoint_are_refused_in_one_line(tmp_path):

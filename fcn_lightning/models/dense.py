@@ -100,24 +100,38 @@ class Resample(nn.Module):
         return f"scale={self.scale:g}, offset={self.offset:g}"
 
 
+def _least(values: list[int | Tensor]) -> int | Tensor:
+    """``min(values)``; while tracing for export the sizes are tensors, and the minimum is
+    kept in the graph so that it follows the input size."""
+    if any(isinstance(v, Tensor) for v in values):
+        return torch.stack([torch.as_tensor(v) for v in values]).min()
+    return min(values)
+
+
 def interleave(phases: list[list[Tensor]], factor: int) -> Tensor:
     """One map from ``factor x factor`` maps: ``phases[a][b]`` goes to rows ``a::factor``
     and columns ``b::factor``. Shifted copies can have fewer cells than the unshifted one;
-    the result is the largest block of rows and columns that every phase fills."""
+    the result is the largest block of rows and columns that every phase fills.
 
-    def length(sizes: list[int]) -> int:
-        # Largest n such that phase a fills its ceil((n - a) / factor) cells.
-        return min(size * factor + a for a, size in enumerate(sizes))
-
-    rows = length([phases[a][0].shape[-2] for a in range(factor)])
-    cols = length([phases[0][b].shape[-1] for b in range(factor)])
-    first = phases[0][0]
-    out = first.new_empty((*first.shape[:-2], rows, cols))
-    for a in range(factor):
-        for b in range(factor):
-            n, m = -(-(rows - a) // factor), -(-(cols - b) // factor)
-            out[..., a::factor, b::factor] = phases[a][b][..., :n, :m]
-    return out
+    Written as pad, stack and reshape (no strided writes), so it traces into an ONNX or
+    TorchScript graph of dynamic size."""
+    # Largest n such that phase a fills its ceil((n - a) / factor) cells.
+    rows = _least([phases[a][0].shape[-2] * factor + a for a in range(factor)])
+    cols = _least([phases[0][b].shape[-1] * factor + b for b in range(factor)])
+    height, width = phases[0][0].shape[-2:]  # the unshifted copy has the most cells
+    grid = torch.stack(
+        [
+            torch.stack(
+                [F.pad(p, (0, width - p.shape[-1], 0, height - p.shape[-2])) for p in row], -3
+            )
+            for row in phases
+        ],
+        -4,
+    )  # ... x a x b x height x width
+    lead = grid.dim() - 4
+    out = grid.permute(*range(lead), lead + 2, lead, lead + 3, lead + 1)  # ... h x a x w x b
+    out = out.reshape(*grid.shape[:lead], height * factor, width * factor)
+    return out[..., :rows, :cols]
 
 
 def shift_and_stitch(net: Callable[[Tensor], Tensor], x: Tensor, factor: int, step: int) -> Tensor:
@@ -129,8 +143,10 @@ def shift_and_stitch(net: Callable[[Tensor], Tensor], x: Tensor, factor: int, st
     of the result sits ``step * i`` input pixels after cell 0. An input too small to lose
     ``(factor - 1) * step`` pixels is first padded with zeros at the bottom/right.
     """
-    short = [max(0, (factor - 1) * step + 1 - n) for n in x.shape[-2:]]
-    if any(short):
+    need = (factor - 1) * step + 1
+    short = [(need - n).clamp(min=0) if isinstance(n, Tensor) else max(0, need - n)
+             for n in x.shape[-2:]]  # fmt: skip
+    if any(isinstance(n, Tensor) for n in short) or any(short):
         x = F.pad(x, (0, short[1], 0, short[0]))
     phases = [[net(x[..., a * step :, b * step :]) for b in range(factor)] for a in range(factor)]
     return interleave(phases, factor)
