@@ -20,6 +20,7 @@ from fcn_lightning.module import load_module
 from fcn_lightning.runtime import (
     CONF_DIR,
     apply_ddp_timeout,
+    die_with_launcher,
     isolated_job,
     log,
     prepare_ddp_relaunch,
@@ -94,6 +95,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="eval")
 def main(cfg: DictConfig) -> None:
+    die_with_launcher()
     with user_errors(), isolated_job():
         evaluate(cfg)
 

@@ -185,6 +185,23 @@ def prepare_ddp_relaunch() -> None:
         hydra_cfg.run.dir = hydra_cfg.runtime.output_dir
 
 
+def die_with_launcher() -> None:
+    """In a rank that Lightning started (``LOCAL_RANK`` > 0), ask Linux to SIGKILL this
+    process when the process that started it dies. A launcher killed with SIGKILL (the OOM
+    killer, a scheduler's hard kill) runs no cleanup, and a rank hung in I/O or a deadlock
+    would otherwise live on, holding its device, until someone finds it."""
+    if sys.platform != "linux" or int(os.environ.get("LOCAL_RANK", "0") or 0) <= 0:
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0) != 0:
+        log.warning("could not tie this rank to its launcher (prctl errno %d)", ctypes.get_errno())
+    elif os.getppid() == 1:  # the launcher died before the request took effect
+        os._exit(1)
+
+
 @contextlib.contextmanager
 def isolated_job() -> Iterator[None]:
     """Leave no DDP state behind for the next job of a multirun: Lightning keeps the process

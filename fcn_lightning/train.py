@@ -30,6 +30,7 @@ from fcn_lightning.runtime import (
     apply_ddp_timeout,
     build_callbacks,
     build_loggers,
+    die_with_launcher,
     finish_wandb,
     isolated_job,
     keep_csv_history,
@@ -196,6 +197,7 @@ def report_final(module: FCNModule, trainer: pl.Trainer, run_dir: Path) -> None:
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
 def main(cfg: DictConfig) -> float | None:
+    die_with_launcher()
     metrics = None
     with user_errors(), isolated_job():
         gpu = claimed_gpu() if cfg.get("claim_gpu") else contextlib.nullcontext()

@@ -82,9 +82,9 @@ class KillDuringCheckpointWrite(pl.Callback):
 
 class FailRank(pl.Callback):
     """Under DDP, rank `rank` fails at training step `step`: ``exit`` ends the process at
-    once (no cleanup, as a crash or the OOM killer would), ``hang`` never returns (a
-    deadlock, a stuck file system). The other ranks go on into the step's gradient
-    all-reduce and wait there for it."""
+    once (no cleanup, as a crash would), ``sigkill`` is SIGKILL (the OOM killer, a
+    scheduler's hard kill), ``hang`` never returns (a deadlock, a stuck file system). The
+    other ranks go on into the step's gradient all-reduce and wait there for it."""
 
     def __init__(self, rank: int, step: int, how: str = "exit"):
         self.rank, self.step, self.how = rank, step, how
@@ -94,6 +94,8 @@ class FailRank(pl.Callback):
             return
         if self.how == "exit":
             os._exit(3)
+        if self.how == "sigkill":
+            sigkill_self()
         while True:
             time.sleep(1)
 

@@ -9,6 +9,8 @@ docs/notes/reliability.md).
 from __future__ import annotations
 
 import hashlib
+import os
+import signal
 import time
 from pathlib import Path
 
@@ -30,6 +32,7 @@ FAULTS = [  # with the multirun test (test_launchers.py) and the DDP eval and re
     "a NaN/inf loss",
     "a DDP rank that exits",
     "a DDP rank that hangs",
+    "a SIGKILLed DDP launcher whose other rank hangs",
     "a failing job in a multirun",
     "a corrupt image in rank 0's share of a DDP eval",
     "a DDP job stopped and resumed with ranks whose random streams differ",
@@ -173,3 +176,32 @@ def test_a_failed_ddp_rank_ends_the_job_in_bounded_time(how, data_dir, tmp_path)
     for ckpt in (run / "checkpoints").glob("*.ckpt"):  # what was written before is whole
         assert torch.load(ckpt, weights_only=True)["global_step"] == 3
     assert (run / "checkpoints" / "last.ckpt").is_file()
+
+
+@pytest.mark.slow
+def test_a_sigkilled_launcher_takes_its_hung_rank_with_it(data_dir, tmp_path):
+    """Rank 0 (which started rank 1) is SIGKILLed while rank 1 hangs: no cleanup code runs
+    in rank 0, and the kernel ends rank 1 because it asked to die with its launcher."""
+    run = tmp_path / "ddp_sigkill"
+    overrides = [o for o in tiny_overrides(data_dir, run) if o != "trainer=cpu"]
+    fail = [
+        f"+callbacks.{name}.{key}={value}"
+        for name, rank, how in (("hang", 1, "hang"), ("kill", 0, "sigkill"))
+        for key, value in (("_target_", "tests.fault_helpers.FailRank"), ("rank", rank),
+                           ("step", 4), ("how", how))
+    ]  # fmt: skip
+    try:
+        done = run_module(
+            "fcn_lightning.train", *overrides, "trainer=ddp_cpu", *RUN[:2], *fail,
+            cwd=tmp_path, timeout=DDP_BOUND_S,
+        )  # fmt: skip
+        assert done.returncode == SIGKILLED, done.stderr[-3000:]
+        deadline = time.monotonic() + 10
+        while processes_mentioning(str(run)) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert processes_mentioning(str(run)) == []
+    finally:  # never leave an orphan behind, whatever failed
+        for pid in processes_mentioning(str(run)):
+            os.kill(pid, signal.SIGKILL)
+    for ckpt in (run / "checkpoints").glob("*.ckpt"):
+        assert torch.load(ckpt, weights_only=True)["global_step"] == 3
