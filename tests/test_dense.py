@@ -13,7 +13,9 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+import torchvision
 from torch import nn
+from torchvision.models.feature_extraction import create_feature_extractor
 
 from fcn_lightning.errors import ConfigError
 from fcn_lightning.models import build_fcn
@@ -203,6 +205,47 @@ def test_resample_interpolates_between_cell_centres_and_repeats_the_edges():
     assert out.shape == (1, 1, 5, 12)
 
 
+# --- ResNets: dilation is torchvision's replace_stride_with_dilation ----------------------
+
+
+@pytest.mark.parametrize(("factor", "replace"), [(4, [False, True, True]),
+                                                 (8, [True, True, True])])  # fmt: skip
+def test_dilating_a_resnet_fcn_gives_torchvisions_dilated_resnet(factor, replace):
+    torch.manual_seed(0)
+    net = torchvision.models.resnet50()
+    for module in net.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            nn.init.uniform_(module.weight, 0.5, 1.5)
+            nn.init.uniform_(module.bias, -0.1, 0.1)
+            module.running_mean.uniform_(-0.1, 0.1)
+            module.running_var.uniform_(0.5, 1.5)
+    model = build_fcn("fcn32s", num_classes=3, backbone="resnet50")
+    model.backbone.load_pretrained(net.state_dict(), source="test")
+    dilate_(model.eval(), factor)
+    assert model.output_stride == 32 // factor
+    reference = torchvision.models.resnet50(replace_stride_with_dilation=replace)
+    reference.load_state_dict(net.state_dict())
+    expected = create_feature_extractor(reference.eval(), {"layer4": "layer4"})
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        ours, theirs = model.backbone(x)["layer4"], expected(x)["layer4"]
+    assert ours.shape == theirs.shape == (1, 2048, 64 * factor // 32, 96 * factor // 32)
+    scale = theirs.abs().max().item()  # frozen BN folds its statistics another way
+    torch.testing.assert_close(ours, theirs, rtol=1e-3, atol=1e-4 * scale)
+
+
+@pytest.mark.parametrize("size", [(64, 64), (50, 77)])
+def test_a_dilated_resnet_fcn_keeps_the_plain_scores_on_every_factor_th_cell(size):
+    model = random_fcn("fcn32s", "aligned", backbone="resnet50")
+    dilated = dilate_(copy.deepcopy(model), 4)
+    x = torch.randn(1, 3, *size, dtype=torch.float64)
+    with torch.no_grad():
+        plain, dense = model.coarse_scores(x), dilated.coarse_scores(x)
+        assert dilated(x).shape == (1, 3, *size)
+    assert dense.shape[-2:] == tuple(4 * n for n in plain.shape[-2:])
+    torch.testing.assert_close(dense[..., ::4, ::4], plain)
+
+
 # --- refusals ------------------------------------------------------------------------------
 
 
@@ -212,6 +255,7 @@ def test_resample_interpolates_between_cell_centres_and_repeats_the_edges():
     ("fcn8s", "stitch", 16, {}, "inference.factor=16"),
     ("fcn8s", "dilate", 2, {}, "inference.dense=dilate"),
     ("fcn32s", "shift", 2, {}, "inference.dense='shift'"),
+    ("fcn32s", "dilate", 4, {"backbone": "resnet50_dilated"}, "inference.factor=2 at most"),
 ])  # fmt: skip
 def test_unsupported_combinations_are_refused_in_one_line(variant, method, factor, kwargs, key):
     model = build_fcn(variant, num_classes=2, width=1 / 16, **kwargs)

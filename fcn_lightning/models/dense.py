@@ -46,6 +46,7 @@ from fcn_lightning.errors import ConfigError
 from fcn_lightning.models.bilinear import bilinear_weight
 from fcn_lightning.models.coord_map import PASS_THROUGH, CoordMap
 from fcn_lightning.models.fcn import FCN
+from fcn_lightning.models.resnet import ResNetBackbone
 
 METHODS = ("none", "stitch", "dilate")
 
@@ -227,6 +228,38 @@ def _dilate_chain(chain: list[tuple[nn.Module, str]], factor: int) -> None:
                 )
 
 
+def _dilate_conv(conv: nn.Conv2d, rate: int) -> None:
+    """``conv`` with its dilation and "same" padding multiplied by ``rate``."""
+    if rate > 1 and conv.kernel_size != (1, 1):
+        conv.dilation = _scaled(conv.dilation, rate)
+        conv.padding = _scaled(conv.padding, rate)
+
+
+def _dilate_resnet(backbone: nn.Module, factor: int) -> None:
+    """torchvision's ``replace_stride_with_dilation`` done to a built ResNet: the last
+    log2(``factor``) stages that halve the resolution keep it, their first block's strided
+    3x3 conv and downsampling 1x1 conv at stride 1, and every later 3x3 conv is dilated by
+    the stride removed before it (the first block of such a stage by the rate before it)."""
+    stages = [getattr(backbone, name) for name in backbone.stages]
+    strided = [stage for stage in stages if _stride(stage[0].conv2) > 1]
+    removals = int(math.log2(factor))
+    if removals > len(strided):
+        raise ConfigError(
+            f"inference.factor={factor}: this ResNet has {len(strided)} strided stage(s) "
+            f"to dilate, so inference.factor={2 ** len(strided)} at most with "
+            "inference.dense=dilate; use inference.dense=stitch for more"
+        )
+    removed = {id(stage) for stage in strided[len(strided) - removals :]}
+    rate = 1
+    for stage in stages:
+        for index, block in enumerate(stage):
+            _dilate_conv(block.conv2, rate)
+            if index == 0 and id(stage) in removed:
+                block.conv2.stride = (1, 1)
+                block.downsample[0].stride = (1, 1)
+                rate *= 2
+
+
 def check_dense(model: FCN, method: str, factor: int) -> None:
     """Refuse, with a one-line `ConfigError`, what `method` cannot do for ``model``."""
     if method not in METHODS:
@@ -268,7 +301,10 @@ def dilate_(module: nn.Module, factor: int) -> nn.Module:
     """
     if isinstance(module, FCN):
         check_dense(module, "dilate", factor)
-    _dilate_chain(_chain(module), factor)
+    if isinstance(module, FCN) and isinstance(module.backbone, ResNetBackbone):
+        _dilate_resnet(module.backbone, factor)
+    else:
+        _dilate_chain(_chain(module), factor)
     if isinstance(module, FCN):
         coord = module.coarse_coord
         module.coarse_coord = CoordMap(coord.scale / factor, coord.offset)
