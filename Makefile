@@ -23,7 +23,7 @@ MINI_DIR := logs/mini_paper/$(shell date +%Y-%m-%d_%H-%M-%S)
 endif
 
 help: ## list the targets
-	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml Makefile
 	@test -x $(PY) || free=$$(df -Pk . | awk 'NR == 2 {print int($$4 / 1048576)}'); \
