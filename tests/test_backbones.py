@@ -17,6 +17,7 @@ from fcn_lightning.errors import ConfigError, WeightsError
 from fcn_lightning.models import build_fcn, input_norm_for
 from fcn_lightning.models.coord_map import CoordMap
 from fcn_lightning.models.vgg import scaled
+from tests.model_fakes import random_resnet50
 from tests.test_geometry import caffe_crop, deconv
 from tests.train_helpers import CONF, compose_train, tiny_dataset
 
@@ -147,14 +148,7 @@ def test_residual_branches_that_disagree_are_refused():
 @pytest.fixture(scope="module")
 def resnet50_file(tmp_path_factory):
     """A torchvision ResNet-50 state dict with random weights and BatchNorm statistics."""
-    torch.manual_seed(0)
-    net = torchvision.models.resnet50()
-    for module in net.modules():
-        if isinstance(module, nn.BatchNorm2d):
-            nn.init.uniform_(module.weight, 0.5, 1.5)
-            nn.init.uniform_(module.bias, -0.1, 0.1)
-            module.running_mean.uniform_(-0.1, 0.1)
-            module.running_var.uniform_(0.5, 1.5)
+    net = random_resnet50()
     path = tmp_path_factory.mktemp("weights") / "resnet50-random.pth"
     torch.save(net.state_dict(), path)
     return net.state_dict(), path

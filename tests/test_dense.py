@@ -21,6 +21,7 @@ from fcn_lightning.errors import ConfigError
 from fcn_lightning.models import build_fcn
 from fcn_lightning.models.dense import DenseFCN, Resample, dilate_, shift_and_stitch
 from fcn_lightning.models.fcn import score_name
+from tests.model_fakes import random_resnet50
 
 
 def random_fcn(variant, geometry, **kwargs):
@@ -211,14 +212,7 @@ def test_resample_interpolates_between_cell_centres_and_repeats_the_edges():
 @pytest.mark.parametrize(("factor", "replace"), [(4, [False, True, True]),
                                                  (8, [True, True, True])])  # fmt: skip
 def test_dilating_a_resnet_fcn_gives_torchvisions_dilated_resnet(factor, replace):
-    torch.manual_seed(0)
-    net = torchvision.models.resnet50()
-    for module in net.modules():
-        if isinstance(module, nn.BatchNorm2d):
-            nn.init.uniform_(module.weight, 0.5, 1.5)
-            nn.init.uniform_(module.bias, -0.1, 0.1)
-            module.running_mean.uniform_(-0.1, 0.1)
-            module.running_var.uniform_(0.5, 1.5)
+    net = random_resnet50()
     model = build_fcn("fcn32s", num_classes=3, backbone="resnet50")
     model.backbone.load_pretrained(net.state_dict(), source="test")
     dilate_(model.eval(), factor)
