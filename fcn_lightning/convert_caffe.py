@@ -40,7 +40,7 @@ from fcn_lightning.models.bilinear import bilinear_weight
 from fcn_lightning.models.build import build_fcn
 from fcn_lightning.models.caffemodel import CaffeLayer, read_caffemodel
 from fcn_lightning.models.fcn import VARIANTS
-from fcn_lightning.models.torchfcn import torchfcn_to_fcn_lightning
+from fcn_lightning.models.torchfcn import torchfcn_to_fcn_lightning, vgg_conv_indices
 from fcn_lightning.models.vgg import CONV_NAMES, VGG16Backbone
 from fcn_lightning.models.weights import PRETRAINED, cache_path
 from fcn_lightning.runtime import CONF_DIR, resolved, user_errors
@@ -141,7 +141,7 @@ def convert_vgg16(layers: dict[str, CaffeLayer], where: str) -> dict[str, Tensor
         classes = params["fc8.weight"].size // fc_channels
         shapes["classifier.6.weight"] = torch.Size((classes, fc_channels))
         shapes["classifier.6.bias"] = torch.Size((classes,))
-    caffe_name = {f"features.{i}": n for n, i in _vgg_indices().items()}
+    caffe_name = {f"features.{i}": n for n, i in vgg_conv_indices().items()}
     caffe_name.update({f"classifier.{i}": n for n, i in VGG_CLASSIFIER.items()})
     renamed = {}
     for key in shapes:
@@ -149,12 +149,6 @@ def convert_vgg16(layers: dict[str, CaffeLayer], where: str) -> dict[str, Tensor
         if f"{caffe_name[module]}.{param}" in params:
             renamed[key] = params[f"{caffe_name[module]}.{param}"]
     return _fill(shapes, renamed, where)
-
-
-def _vgg_indices() -> dict[str, int]:
-    """Reference conv name -> index in torchvision's VGG16 ``features``."""
-    renamed = torchfcn_to_fcn_lightning({f"{n}.weight": torch.empty(0) for n in CONV_NAMES})
-    return {name: int(key.split(".")[2]) for name, key in zip(CONV_NAMES, renamed, strict=True)}
 
 
 def convert_alexnet(layers: dict[str, CaffeLayer], where: str) -> dict[str, Tensor]:

@@ -53,7 +53,7 @@ def torchfcn_models() -> types.ModuleType:
     return importlib.import_module("torchfcn.models")
 
 
-def _conv_indices() -> dict[str, int]:
+def vgg_conv_indices() -> dict[str, int]:
     """Reference conv name -> index in torchvision's VGG16 ``features``."""
     pools = sorted(POOL_INDEX.values())
     indices, index = {}, 0
@@ -67,7 +67,7 @@ def _conv_indices() -> dict[str, int]:
 
 def torchfcn_to_fcn_lightning(state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
     """Rename torchfcn keys to this project's."""
-    indices = _conv_indices()
+    indices = vgg_conv_indices()
     renamed = {}
     for key, value in state_dict.items():
         layer, _, param = key.partition(".")
