@@ -183,6 +183,13 @@ def _scaled(value: int | tuple[int, ...], rate: int) -> tuple[int, int]:
     return (values[0] * rate, values[1] * rate)
 
 
+def _dilate_conv(conv: nn.Conv2d, rate: int) -> None:
+    """``conv`` with its dilation and "same" padding multiplied by ``rate``."""
+    if rate > 1 and conv.kernel_size != (1, 1):
+        conv.dilation = _scaled(conv.dilation, rate)
+        conv.padding = _scaled(conv.padding, rate)
+
+
 def _dilate_chain(chain: list[tuple[nn.Module, str]], factor: int) -> None:
     layers = [getattr(parent, name) for parent, name in chain]
     strided = [i for i, layer in enumerate(layers) if _stride(layer) > 1]
@@ -219,20 +226,12 @@ def _dilate_chain(chain: list[tuple[nn.Module, str]], factor: int) -> None:
             rate *= stride
         elif rate > 1:
             if isinstance(layer, nn.Conv2d) and not isinstance(layer.padding, str):
-                layer.dilation = _scaled(layer.dilation, rate)
-                layer.padding = _scaled(layer.padding, rate)
+                _dilate_conv(layer, rate)
             elif not isinstance(layer, PASS_THROUGH):
                 raise ConfigError(
                     f"inference.dense=dilate: does not know how to dilate {layer}; "
                     "use inference.dense=stitch"
                 )
-
-
-def _dilate_conv(conv: nn.Conv2d, rate: int) -> None:
-    """``conv`` with its dilation and "same" padding multiplied by ``rate``."""
-    if rate > 1 and conv.kernel_size != (1, 1):
-        conv.dilation = _scaled(conv.dilation, rate)
-        conv.padding = _scaled(conv.padding, rate)
 
 
 def _dilate_resnet(backbone: nn.Module, factor: int) -> None:
