@@ -18,7 +18,7 @@ from hydra import compose, initialize_config_dir
 from fcn_lightning.convert_caffe import convert
 from fcn_lightning.errors import WeightsError
 from fcn_lightning.eval import eval_datamodule, evaluate
-from fcn_lightning.models import build_fcn
+from fcn_lightning.models import build_fcn, init_from_checkpoint
 from fcn_lightning.models.caffemodel import read_caffemodel
 from fcn_lightning.models.checkpoints import read_checkpoint, read_state_dict
 from fcn_lightning.models.torchfcn import torchfcn_models
@@ -262,3 +262,14 @@ def test_the_command_line_converts_and_refuses_in_one_line(tmp_path):
                          capture_output=True, text=True, cwd=REPO)  # fmt: skip
     assert bad.returncode == 2
     assert bad.stderr.strip().count("\n") == 0 and "missing.caffemodel" in bad.stderr
+
+
+def test_a_converted_fcn16s_starts_an_fcn8s_as_model_init_from(tmp_path):
+    layers = Nets(DIV).fcn("fcn16s")
+    blobs = blobs_by_name(layers)
+    ckpt = _converted(tmp_path, layers)
+    model = build_fcn("fcn8s", width=1 / DIV, geometry="caffe", weights="caffe")
+    init_from_checkpoint(model, ckpt)
+    np.testing.assert_array_equal(model.score_pool4.weight.detach(), blobs["score_pool4"][0])
+    np.testing.assert_array_equal(model.backbone.features[28].bias.detach(), blobs["conv5_3"][1])
+    assert not model.score_pool3.weight.any()  # the new skip starts at zero
