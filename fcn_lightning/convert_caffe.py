@@ -205,8 +205,8 @@ def convert_fcn(
     else:
         params = {(f"backbone.{k}" if k.split(".")[0] in caffe_names else k): v
                   for k, v in params.items()}  # fmt: skip
-    model = build_fcn(**settings)
-    target = model.state_dict()
+    with torch.device("meta"):  # only the names and shapes are needed
+        target = build_fcn(**settings).state_dict()
     unexpected = sorted(set(params) - set(target))
     if unexpected:
         raise WeightsError(f"{where}: layers {unexpected[:4]} have no place in {variant}")
