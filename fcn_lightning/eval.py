@@ -13,20 +13,19 @@ from omegaconf import DictConfig
 from fcn_lightning import resolvers  # noqa: F401  (registers the config resolvers)
 from fcn_lightning.data.datamodule import SegmentationDataModule, build_datamodule
 from fcn_lightning.errors import ConfigError
-from fcn_lightning.inference import apply_inference
 from fcn_lightning.metrics import markdown_table
 from fcn_lightning.models.checkpoints import read_checkpoint
+from fcn_lightning.models.inference import apply_inference
 from fcn_lightning.module import load_module
-from fcn_lightning.runtime import (
-    CONF_DIR,
+from fcn_lightning.run.boundary import user_errors
+from fcn_lightning.run.config import CONF_DIR, resolved
+from fcn_lightning.run.console import log
+from fcn_lightning.run.processes import (
     apply_ddp_timeout,
     die_with_launcher,
     isolated_job,
-    log,
     prepare_ddp_relaunch,
-    resolved,
     stop_other_ranks,
-    user_errors,
 )
 
 DEVICE_KEYS = ("accelerator", "devices", "num_nodes", "strategy", "precision", "ddp_timeout_s")

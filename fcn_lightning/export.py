@@ -30,11 +30,13 @@ from torch import Tensor, nn
 
 from fcn_lightning import resolvers  # noqa: F401  (registers the config resolvers)
 from fcn_lightning.errors import ConfigError, WeightsError
-from fcn_lightning.inference import Inference, inference_net
 from fcn_lightning.models.checkpoints import read_checkpoint
+from fcn_lightning.models.inference import Inference, inference_net
 from fcn_lightning.module import load_module
 from fcn_lightning.normalization import InputNorm, get_input_norm
-from fcn_lightning.runtime import CONF_DIR, log, resolved, user_errors
+from fcn_lightning.run.boundary import user_errors
+from fcn_lightning.run.config import CONF_DIR, resolved
+from fcn_lightning.run.console import log
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
 # Sizes the exported model is checked at after writing (H, W): none is the traced size.

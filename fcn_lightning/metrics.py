@@ -1,4 +1,4 @@
-"""The paper's four metrics on one confusion matrix (REFERENCE.md section 5).
+"""The paper's four metrics on one confusion matrix (docs/paper.md section 5).
 
 One matrix ``hist`` (rows = ground truth, columns = prediction) is accumulated over the
 whole split, summed across processes under DDP, and only then turned into scores, exactly

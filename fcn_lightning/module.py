@@ -22,7 +22,7 @@ from fcn_lightning.metrics import SCORE_NAMES, SegmentationMetrics
 from fcn_lightning.models import build_fcn
 from fcn_lightning.models.checkpoints import extract_state_dict, read_checkpoint
 from fcn_lightning.optim import build_optimizer, build_schedule
-from fcn_lightning.rng_state import (
+from fcn_lightning.run.rng_state import (
     collect_rng_states_of_all_ranks,
     restore_rng_states,
     states_for_rank,

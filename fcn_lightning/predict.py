@@ -18,10 +18,12 @@ from rich.progress import track
 from fcn_lightning import resolvers  # noqa: F401  (registers the config resolvers)
 from fcn_lightning.data.readers import read_image
 from fcn_lightning.errors import DataError
-from fcn_lightning.inference import apply_inference
+from fcn_lightning.models.inference import apply_inference
 from fcn_lightning.module import load_module
 from fcn_lightning.normalization import get_input_norm
-from fcn_lightning.runtime import CONF_DIR, log, resolved, user_errors
+from fcn_lightning.run.boundary import user_errors
+from fcn_lightning.run.config import CONF_DIR, resolved
+from fcn_lightning.run.console import log
 from fcn_lightning.visualize import overlay, palette_image
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm"}

@@ -29,7 +29,7 @@ def _backbone_default(backbone: str, key: str) -> str:
 
 def _gpu_count() -> int:
     """Visible GPUs, at least 1 (so a launcher sized by it still runs one job on a CPU)."""
-    from fcn_lightning.gpus import visible_gpus
+    from fcn_lightning.run.gpus import visible_gpus
 
     return max(1, len(visible_gpus()))
 

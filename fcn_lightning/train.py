@@ -16,33 +16,28 @@ from omegaconf import DictConfig, open_dict
 from pytorch_lightning.utilities import rank_zero_only
 
 from fcn_lightning import resolvers  # noqa: F401  (registers ${uid:} and ${mul:} for Hydra)
-from fcn_lightning.checkpoint_io import AtomicCheckpointIO, remove_partial_checkpoints
 from fcn_lightning.data.datamodule import SegmentationDataModule, build_datamodule
 from fcn_lightning.errors import ConfigError
-from fcn_lightning.gpus import claimed_gpu
 from fcn_lightning.loss import median_frequency_weights
 from fcn_lightning.metrics import markdown_table
 from fcn_lightning.models import init_from_checkpoint
 from fcn_lightning.models.checkpoints import read_checkpoint
 from fcn_lightning.module import FCNModule
-from fcn_lightning.runtime import (
-    CONF_DIR,
+from fcn_lightning.run.boundary import user_errors
+from fcn_lightning.run.checkpoint_io import AtomicCheckpointIO, remove_partial_checkpoints
+from fcn_lightning.run.config import CONF_DIR, resolved, save_config
+from fcn_lightning.run.console import log, print_config
+from fcn_lightning.run.gpus import claimed_gpu
+from fcn_lightning.run.loggers import build_callbacks, build_loggers, finish_wandb
+from fcn_lightning.run.processes import (
     apply_ddp_timeout,
-    build_callbacks,
-    build_loggers,
     die_with_launcher,
-    finish_wandb,
     isolated_job,
-    keep_csv_history,
-    log,
     prepare_ddp_relaunch,
-    print_config,
-    resolved,
-    save_config,
     stop_other_ranks,
-    user_errors,
 )
-from fcn_lightning.stages import run_earlier_stages
+from fcn_lightning.run.rundir import keep_csv_history
+from fcn_lightning.run.stages import run_earlier_stages
 
 # Trainer-node keys the LightningModule applies itself.
 MODULE_SWITCHES = ("channels_last", "compile")

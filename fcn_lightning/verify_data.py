@@ -28,7 +28,7 @@ from fcn_lightning.data.readers import SampleError, read_image, read_label, stra
 from fcn_lightning.data.sources import Roots, get_source, missing_message
 from fcn_lightning.data.splits import Sample, load_split, missing_files, split_sources
 from fcn_lightning.errors import DataError, FCNError
-from fcn_lightning.runtime import CONF_DIR
+from fcn_lightning.run.config import CONF_DIR
 
 
 @dataclass

@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 
 from fcn_lightning.errors import ConfigError, WeightsError
 from fcn_lightning.export import METADATA_FILE, export, run_exported
-from fcn_lightning.inference import apply_inference
+from fcn_lightning.models.inference import apply_inference
 from fcn_lightning.module import load_module
 from fcn_lightning.normalization import get_input_norm
 from fcn_lightning.train import train

@@ -17,17 +17,12 @@ from fcn_lightning.errors import ConfigError, DivergedError
 from fcn_lightning.eval import evaluate
 from fcn_lightning.module import load_module
 from fcn_lightning.predict import predict
-from fcn_lightning.report import read_run
-from fcn_lightning.rng_state import collect_rng_states_of_all_ranks, states_for_rank
+from fcn_lightning.report.results import read_run
+from fcn_lightning.run.rng_state import collect_rng_states_of_all_ranks, states_for_rank
 from fcn_lightning.train import train
-from tests.train_helpers import CONF, compose_train, tiny_dataset
+from tests.train_helpers import CONF, compose_train
 
 VARIANTS = ["fcn32s", "fcn16s", "fcn8s", "fcn8s_atonce", "pool5", "pool4", "pool3", "fcn32s_fixed"]
-
-
-@pytest.fixture(scope="session")
-def data_dir(tmp_path_factory):
-    return tiny_dataset(tmp_path_factory.mktemp("data"))
 
 
 def group_options(group: str) -> list[str]:

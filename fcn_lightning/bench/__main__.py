@@ -16,7 +16,7 @@ from fcn_lightning.bench import suite
 from fcn_lightning.bench.devices import describe
 from fcn_lightning.bench.table import Row, markdown
 from fcn_lightning.bench.timing import Clock
-from fcn_lightning.models.torchfcn import TORCHFCN_VARIANTS
+from fcn_lightning.interop.torchfcn import TORCHFCN_VARIANTS
 
 
 def settings(args: argparse.Namespace) -> suite.Settings:

@@ -16,15 +16,15 @@ import torch
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from fcn_lightning.interop.torchfcn import TORCHFCN_CLASSES, load_torchfcn, torchfcn_models
 from fcn_lightning.loss import segmentation_loss
-from fcn_lightning.models import build_fcn, load_torchfcn
-from fcn_lightning.models.torchfcn import TORCHFCN_CLASSES, torchfcn_models
+from fcn_lightning.models import build_fcn
 
 
 @functools.cache
 def torchfcn_net(variant: str, num_classes: int = 21, seed: int = 0) -> nn.Module:
     """pytorch-fcn's ``variant`` with random weights (He-scaled convs, perturbed bilinear
-    upsampling), as in tests/test_torchfcn_equivalence.py. Made once per run: sections
+    upsampling), as in tests/interop/test_torchfcn_equivalence.py. Made once per run: sections
     that train it change it by lr 1e-10 steps, and ours copy its weights when made."""
     torch.manual_seed(seed)
     net = getattr(torchfcn_models(), TORCHFCN_CLASSES[variant])(n_class=num_classes)

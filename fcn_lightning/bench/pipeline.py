@@ -1,6 +1,6 @@
 """Data pipeline throughput per worker: this project's reader (torchvision.io decoding,
 label checks, Caffe normalisation, collate) against a plain PIL pipeline doing the same
-work, on VOC-size JPEG/PNG pairs written by `fcn_lightning.data.benchmark`."""
+work, on VOC-size JPEG/PNG pairs written by `fcn_lightning.bench.loader`."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, default_collate
 
+from fcn_lightning.bench.loader import write_pairs
 from fcn_lightning.bench.timing import Clock, interleaved
-from fcn_lightning.data.benchmark import write_pairs
 from fcn_lightning.data.collate import stack_collate
 from fcn_lightning.data.readers import SegmentationDataset
 from fcn_lightning.data.splits import voc_samples

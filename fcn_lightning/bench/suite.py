@@ -10,6 +10,7 @@ import torch
 
 from fcn_lightning.bench import memory, pipeline
 from fcn_lightning.bench.devices import bf16_peak_tflops
+from fcn_lightning.bench.flops import forward_flops
 from fcn_lightning.bench.models import (
     check_same,
     infer_step,
@@ -24,7 +25,6 @@ from fcn_lightning.bench.table import Row, Target, failed
 from fcn_lightning.bench.timing import Clock, interleaved, matmul, median
 from fcn_lightning.metrics import SegmentationMetrics
 from fcn_lightning.models import build_fcn
-from fcn_lightning.models.flops import forward_flops
 
 NO_SLOWER = Target("<=", 1.0)
 ALIGNED_SPEEDUP = Target(">=", 1.8)

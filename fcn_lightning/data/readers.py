@@ -1,7 +1,7 @@
 """Reading one image/label pair: RGB uint8 image, class-index label, both checked.
 
 Images are decoded by torchvision.io (libjpeg-turbo straight into a tensor, faster than
-PIL plus the conversion; `python -m fcn_lightning.data.benchmark` measures both) into RGB
+PIL plus the conversion; `python -m fcn_lightning.bench.loader` measures both) into RGB
 whatever their colour mode; PIL is only the fallback for formats torchvision cannot read.
 EXIF orientation is deliberately not applied: labels are drawn on the stored pixel grid.
 Labels are class indices, 255 for void: VOC's palette PNGs hold the indices as their pixel

@@ -1,4 +1,4 @@
-"""FCN models: `build_fcn`, the variants, pretrained weights, staged init, torchfcn import."""
+"""FCN models: `build_fcn`, the variants, pretrained weights, staged init."""
 
 from fcn_lightning.models.build import (
     BACKBONES,
@@ -8,7 +8,6 @@ from fcn_lightning.models.build import (
 )
 from fcn_lightning.models.fcn import FCN, VARIANTS
 from fcn_lightning.models.staged import init_from_checkpoint, init_from_state_dict
-from fcn_lightning.models.torchfcn import load_torchfcn
 from fcn_lightning.models.weights import PRETRAINED
 from fcn_lightning.normalization import InputNorm, get_input_norm
 
@@ -29,6 +28,5 @@ __all__ = [
     "init_from_checkpoint",
     "init_from_state_dict",
     "input_norm_for",
-    "load_torchfcn",
     "trainable_parameters",
 ]

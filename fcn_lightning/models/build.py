@@ -8,10 +8,10 @@ from typing import Any
 from torch import nn
 
 from fcn_lightning.errors import ConfigError
-from fcn_lightning.models.alexnet import AlexNetBackbone
+from fcn_lightning.models.backbones.alexnet import AlexNetBackbone
+from fcn_lightning.models.backbones.resnet import ResNetBackbone
+from fcn_lightning.models.backbones.vgg import VGG16Backbone
 from fcn_lightning.models.fcn import FCN, GEOMETRIES, UPSAMPLING, VARIANTS
-from fcn_lightning.models.resnet import ResNetBackbone
-from fcn_lightning.models.vgg import VGG16Backbone
 from fcn_lightning.models.weights import PretrainedWeights, fetch_state_dict, get_pretrained
 
 # model.backbone -> (class, its architecture arguments). A backbone class declares ROLES

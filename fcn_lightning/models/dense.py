@@ -1,4 +1,4 @@
-"""Dense prediction without interpolation: shift-and-stitch and filter dilation (REFERENCE.md
+"""Dense prediction without interpolation: shift-and-stitch and filter dilation (docs/paper.md
 section 1, "Shift-and-stitch is filter dilation").
 
 Both turn a net of output stride ``S`` into one whose coarse scores are ``factor`` times
@@ -9,7 +9,7 @@ denser (stride ``S / factor``), ``factor`` a power of two dividing ``S``:
 - `dilate_` converts the net in place: the last pooling layers lose their stride and every
   later filter is dilated by the stride removed before it ("a trous"), same weights.
 
-What "the same numbers" means, exactly (tests/test_dense.py checks each claim):
+What "the same numbers" means, exactly (tests/models/test_dense.py checks each claim):
 
 - Dilation equals stitching applied *layer by layer*: at each pooling whose stride is removed,
   the rest of the net is evaluated on the pooling input shifted by 0 or 1 cell and the outputs
@@ -43,10 +43,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fcn_lightning.errors import ConfigError
+from fcn_lightning.models.backbones.resnet import ResNetBackbone
 from fcn_lightning.models.bilinear import bilinear_weight
 from fcn_lightning.models.coord_map import PASS_THROUGH, CoordMap
 from fcn_lightning.models.fcn import FCN
-from fcn_lightning.models.resnet import ResNetBackbone
 
 METHODS = ("none", "stitch", "dilate")
 

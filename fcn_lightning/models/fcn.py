@@ -1,4 +1,4 @@
-"""The FCN head: score layers, skips, crops and upsampling (REFERENCE.md section 2).
+"""The FCN head: score layers, skips, crops and upsampling (docs/paper.md section 2).
 
 Reading guide for FCN-8s on VGG16, caffe geometry (reference names):
 
@@ -36,6 +36,7 @@ from fractions import Fraction
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from fcn_lightning.models.backbones import Backbone
 from fcn_lightning.models.bilinear import bilinear_weight
 from fcn_lightning.models.coord_map import CoordMap, crop_offset
 
@@ -107,14 +108,14 @@ class FCN(nn.Module):
     """A fully convolutional network: ``B x 3 x H x W`` -> class scores ``B x C x H x W``,
     for any ``H, W >= 1``.
 
-    ``backbone`` maps the variants' tap names to its own (``ROLES``), exposes ``channels``
-    and ``coord_maps()`` per tap of its own, and returns a dict of tap outputs from
-    ``forward``.
+    ``backbone`` meets the `Backbone` contract (`fcn_lightning.models.backbones`): it maps
+    the variants' tap names to its own (``ROLES``), exposes ``channels`` and ``coord_maps()``
+    per tap of its own, and returns a dict of tap outputs from ``forward``.
     """
 
     def __init__(
         self,
-        backbone: nn.Module,
+        backbone: Backbone,
         variant: str,
         *,
         num_classes: int,

@@ -1,0 +1,1 @@
+"""Other tools' files: Caffe .caffemodel weights and pytorch-fcn (torchfcn) models."""

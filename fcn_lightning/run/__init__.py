@@ -1,0 +1,1 @@
+"""What every run shares: the error boundary, the run directory, loggers, processes."""

@@ -1,0 +1,81 @@
+"""Staged training as one job: FCN-32s, then FCN-16s from it, then FCN-8s from that.
+
+``model.init_stages`` lists the variants to train first, in order, e.g. ``[fcn32s,
+fcn16s]`` for the paper's staged FCN-8s (``model=fcn8s_staged``). Each earlier stage is
+the same configuration with the model variant (and its reference learning rate) swapped,
+trained in ``<run dir>/stages/<i>_<variant>/`` and started from the best checkpoint of the
+stage before it; the job's own model then starts from the last stage's best checkpoint.
+
+A stage whose run directory already holds ``last.ckpt`` is resumed from it rather than
+retrained, so a staged job that died in its third stage restarts there.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from fcn_lightning.errors import ConfigError
+from fcn_lightning.run.config import CONF_DIR
+from fcn_lightning.run.console import log
+
+STAGES_DIR = "stages"  # <job run dir>/stages/<index>_<variant>/
+
+
+def stage_index(stage_dir: Path) -> int:
+    """The position of a stage run directory in its job's chain."""
+    return int(stage_dir.name.split("_", 1)[0])
+
+
+def stage_model_config(variant: str) -> DictConfig:
+    """``conf/model/<variant>.yaml`` without its defaults list: variant and paper_lr."""
+    path = Path(CONF_DIR) / "model" / f"{variant}.yaml"
+    if not path.is_file():
+        choices = sorted(p.stem for p in path.parent.glob("*.yaml") if p.stem != "base")
+        raise ConfigError(f"model.init_stages: no model config {variant!r}; choose from {choices}")
+    node = OmegaConf.load(path)
+    node.pop("defaults", None)
+    return node
+
+
+def best_checkpoint(run_dir: Path) -> Path:
+    """The best checkpoint a run kept (``step*-miu*.ckpt``), else its ``last.ckpt``."""
+    folder = run_dir / "checkpoints"
+    best = sorted(folder.glob("step*-miu*.ckpt"))
+    if best:
+        return best[-1]
+    if (folder / "last.ckpt").is_file():
+        return folder / "last.ckpt"
+    raise ConfigError(f"stage run {run_dir} left no checkpoint in {folder}")
+
+
+def stage_config(cfg: DictConfig, index: int, variant: str, init_from: Path | None) -> DictConfig:
+    stage = copy.deepcopy(cfg)
+    run_dir = Path(cfg.paths.output_dir) / STAGES_DIR / f"{index}_{variant}"
+    with open_dict(stage):
+        stage.model.merge_with(stage_model_config(variant))
+        stage.model.name = variant
+        stage.model.init_stages = None
+        stage.model.init_from = None if init_from is None else str(init_from)
+        stage.paths.output_dir = str(run_dir)
+        last = run_dir / "checkpoints" / "last.ckpt"
+        stage.ckpt_path = str(last) if last.is_file() else None
+        stage.run_name = f"{cfg.run_name}/{variant}"
+        stage.test = False
+    return stage
+
+
+def run_earlier_stages(cfg: DictConfig, train: Callable[[DictConfig], object]) -> Path | None:
+    """Train ``cfg.model.init_stages`` in order; the best checkpoint of the last one."""
+    stages = list(cfg.model.get("init_stages") or [])
+    init_from = Path(cfg.model.init_from) if cfg.model.get("init_from") else None
+    for index, variant in enumerate(stages):
+        stage = stage_config(cfg, index, variant, init_from)
+        where = Path(stage.paths.output_dir)
+        log.info("stage %d/%d: %s in %s", index + 1, len(stages) + 1, variant, where)
+        train(stage)
+        init_from = best_checkpoint(where)
+    return init_from
