@@ -54,7 +54,7 @@ format: $(STAMP) ## apply ruff fixes and formatting
 	$(VENV)/bin/ruff format .
 
 flops: $(STAMP) ## caffe vs aligned geometry FLOPs at VOC size
-	$(PY) -m fcn_lightning.models.flops
+	$(PY) -m fcn_lightning.bench.flops
 
 convert-caffe: $(STAMP) ## convert Caffe weights: make convert-caffe ARGS="fcn8s-heavy-pascal.caffemodel"
 	$(PY) -m fcn_lightning.convert_caffe $(ARGS)
@@ -79,10 +79,10 @@ bench-quick: $(STAMP) ## the benchmark suite at tiny sizes (a smoke run, numbers
 bench-all: bench bench-data bench-dense flops ## the suite, then the loader's, dense prediction's and FLOPs' own tables
 
 bench-dense: $(STAMP) ## shift-and-stitch vs filter dilation: FLOPs and CPU time
-	$(PY) -m fcn_lightning.models.dense_bench $(ARGS)
+	$(PY) -m fcn_lightning.bench.dense $(ARGS)
 
 bench-data: $(STAMP) ## loader images/s per worker on VOC-size JPEGs
-	$(PY) -m fcn_lightning.data.benchmark $(ARGS)
+	$(PY) -m fcn_lightning.bench.loader $(ARGS)
 
 clean: ## remove caches (keeps .venv, data/ and logs/)
 	rm -rf .pytest_cache .ruff_cache
