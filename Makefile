@@ -12,9 +12,26 @@ TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 # chainer, and only its download helpers need it, so it is installed without dependencies.
 TORCHFCN := torchfcn==1.9.7
 STAMP := $(VENV)/.installed
+# The editable install puts the checkout on sys.path (setuptools' compat mode): Hydra finds
+# plugins by listing the hydra_plugins namespace, which the default mode's import hook hides,
+# so FCN_CONFIG_PATH would do nothing outside the repo (hydra issue #2359).
+EDITABLE := --config-settings editable_mode=compat
+# `make install CPU=1`: the same torch/torchvision versions from PyTorch's CPU-only wheel
+# index, without the CUDA libraries (for machines with no NVIDIA GPU). It decides what a new
+# .venv gets: to switch an existing one, remove .venv first. The later installs keep that
+# build, since its version (2.x.y+cpu) satisfies the pins.
+TORCH_CPU_INDEX := https://download.pytorch.org/whl/cpu
 # The environment's size on disk, checked before a first install: torch's CUDA build and its
-# libraries are about 5.5 GB of it.
+# libraries are about 5.5 GB of it, the CPU build under 1 GB.
+ifeq ($(CPU),1)
+TORCH_FROM := --index-url $(TORCH_CPU_INDEX)
+TORCH_BUILD := CPU build
+VENV_GB := 3
+else
+TORCH_FROM :=
+TORCH_BUILD := CUDA build
 VENV_GB := 6
+endif
 # Extra arguments for the entry points, e.g. make train ARGS="trainer.max_steps=100".
 ARGS ?=
 # Expanded once, so both steps of mini-paper name the same folder.
@@ -28,19 +45,30 @@ help: ## list the targets
 $(STAMP): pyproject.toml Makefile
 	@test -x $(PY) || free=$$(df -Pk . | awk 'NR == 2 {print int($$4 / 1048576)}'); \
 	test -x $(PY) || [ "$$free" -ge $(VENV_GB) ] || { echo "make install: $$free GB free in \
-	$$(pwd), the environment needs about $(VENV_GB) GB (torch's CUDA build); free some space" >&2; \
-	exit 1; }
+	$$(pwd), the environment needs about $(VENV_GB) GB (torch's $(TORCH_BUILD)); free some space" \
+	>&2; exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q $(TORCH_PINS)
-	$(PY) -m pip install -q -e ".[test,sweeps,slurm,export]" $(TORCH_PINS)
+	$(PY) -m pip install -q $(TORCH_PINS) $(TORCH_FROM) || { echo "make install: could not \
+	install $(TORCH_PINS)$(if $(TORCH_FROM), from $(TORCH_CPU_INDEX) (CPU=1): is PyTorch's \
+	wheel index reachable from here? Without CPU=1 they come from PyPI)" >&2; exit 1; }
+	$(PY) -m pip install -q -e ".[test,sweeps,slurm,export]" $(TORCH_PINS) $(EDITABLE)
 	$(PY) -m pip install -q --no-deps $(TORCHFCN)
 	touch $@
 
-install: $(STAMP) ## create .venv and install the package (editable) with test, sweep, SLURM and export extras
+install: $(STAMP) ## create .venv and install the package (editable) with test, sweep, SLURM and export extras; CPU=1: torch's CPU-only build (no CUDA)
 
 train: $(STAMP) ## train a small FCN-8s on the embedded synthetic dataset (CPU, minutes)
 	$(PY) -m fcn_lightning.train experiment=quickstart $(ARGS)
+
+eval: $(STAMP) ## score a checkpoint: make eval ARGS="ckpt_path=<run>/checkpoints/last.ckpt [split=val]"
+	$(PY) -m fcn_lightning.eval $(ARGS)
+
+predict: $(STAMP) ## segment images: make predict ARGS="ckpt_path=... inputs=<image|folder|list.txt>"
+	$(PY) -m fcn_lightning.predict $(ARGS)
+
+report: $(STAMP) ## paper-style tables and plots: make report ARGS="logs/train/multiruns/<sweep>"
+	$(PY) -m fcn_lightning.report $(ARGS)
 
 test: $(STAMP) ## run the whole test suite
 	$(PY) -m pytest -n 2 -q
@@ -88,4 +116,4 @@ clean: ## remove caches (keeps .venv, data/ and logs/)
 	rm -rf .pytest_cache .ruff_cache
 	find . -name __pycache__ -not -path './.venv/*' -prune -exec rm -rf {} +
 
-.PHONY: help install train test lint format flops export verify-data mini-paper bench bench-quick bench-all bench-dense bench-data clean
+.PHONY: help install train eval predict report test lint format flops export verify-data mini-paper bench bench-quick bench-all bench-dense bench-data clean

@@ -4,6 +4,7 @@ the confusion matrix, saved as PNGs beside the run and sent to W&B when it is a 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
@@ -12,7 +13,24 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import WandbLogger
 
 from fcn_lightning.normalization import get_input_norm
+from fcn_lightning.run.rundir import BEST_FILENAME, RunDir
 from fcn_lightning.visualize import sample_grid
+
+
+class BestCheckpoint(ModelCheckpoint):
+    """The best checkpoint by validation mean IU, where and as the run directory names it."""
+
+    def __init__(self, run_dir: str, save_top_k: int = 1, **kwargs: Any):
+        run = RunDir(run_dir)
+        super().__init__(
+            dirpath=str(run.checkpoints),
+            filename=BEST_FILENAME,
+            auto_insert_metric_name=False,
+            monitor="val/mean_iu",
+            mode="max",
+            save_top_k=save_top_k,
+            **kwargs,
+        )
 
 
 class LastCheckpoint(ModelCheckpoint):
@@ -23,10 +41,11 @@ class LastCheckpoint(ModelCheckpoint):
     improvement and repeat everything since.
     """
 
-    def __init__(self, dirpath: str):
+    def __init__(self, run_dir: str):
+        run = RunDir(run_dir)
         super().__init__(
-            dirpath=dirpath,
-            filename="last",
+            dirpath=str(run.checkpoints),
+            filename=run.last_checkpoint.stem,
             monitor=None,
             save_top_k=1,
             enable_version_counter=False,

@@ -19,7 +19,7 @@ from fcn_lightning.models.inference import apply_inference
 from fcn_lightning.module import load_module
 from fcn_lightning.run.boundary import user_errors
 from fcn_lightning.run.config import CONF_DIR, resolved
-from fcn_lightning.run.console import log
+from fcn_lightning.run.console import log, print_config
 from fcn_lightning.run.processes import (
     apply_ddp_timeout,
     die_with_launcher,
@@ -27,6 +27,7 @@ from fcn_lightning.run.processes import (
     prepare_ddp_relaunch,
     stop_other_ranks,
 )
+from fcn_lightning.run.progress import StepProgressBar
 
 DEVICE_KEYS = ("accelerator", "devices", "num_nodes", "strategy", "precision", "ddp_timeout_s")
 
@@ -49,6 +50,7 @@ def eval_datamodule(cfg: DictConfig, checkpoint: dict[str, Any]) -> Segmentation
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Validate the checkpoint on the chosen split and write metrics.json / metrics.md."""
+    print_config(cfg, kept_in=None)
     checkpoint = read_checkpoint(cfg.ckpt_path, key="ckpt_path")
     module = load_module(cfg.ckpt_path)
     inference = apply_inference(module, resolved(cfg.inference) if "inference" in cfg else None)
@@ -66,7 +68,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     # scores a split with several processes (each image on exactly one of them).
     trainer_cfg = {k: v for k, v in resolved(cfg.trainer).items() if k in DEVICE_KEYS}
     apply_ddp_timeout(trainer_cfg)
-    trainer = pl.Trainer(**trainer_cfg, logger=False, enable_checkpointing=False)
+    trainer = pl.Trainer(
+        **trainer_cfg, logger=False, enable_checkpointing=False, callbacks=[StepProgressBar()]
+    )
     prepare_ddp_relaunch()
     try:
         trainer.validate(module, datamodule=datamodule, verbose=False)

@@ -15,6 +15,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor
+from torchmetrics import Metric
 
 from fcn_lightning.errors import ConfigError, DivergedError
 from fcn_lightning.loss import sample_cells, segmentation_loss
@@ -30,6 +31,35 @@ from fcn_lightning.run.rng_state import (
 
 # Keys of the `model` node that are not build_fcn arguments.
 NOT_BUILD_ARGS = ("name", "init_from", "init_stages", "paper_lr", "paper_steps")
+
+
+class SplitLoss(Metric):
+    """The loss of a whole split as if it were one batch: the summed loss over the summed
+    normalisers (images for loss.normalize=sum, valid pixels for mean), both summed over
+    processes, so DDP gives what one process gives.
+
+    Not ``self.log(..., sync_dist=True)``: Lightning averages the per-rank image counts as
+    integers (8 and 7 images make 7), biasing the loss whenever ranks hold unequal shares.
+    Not ``MeanMetric``: with ``nan_strategy="disable"`` it drops the weights, and otherwise
+    it drops NaN losses, which should show."""
+
+    full_state_update = False
+    total: Tensor
+    weight: Tensor
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        # Double: VOC's val split has ~3e8 pixels, past float32's exact integers.
+        zero = torch.tensor(0.0, dtype=torch.float64)
+        self.add_state("total", default=zero.clone(), dist_reduce_fx="sum")
+        self.add_state("weight", default=zero.clone(), dist_reduce_fx="sum")
+
+    def update(self, loss: Tensor, weight: Tensor | int) -> None:
+        self.total += loss.detach() * weight
+        self.weight += weight
+
+    def compute(self) -> Tensor:
+        return self.total / self.weight
 
 
 class FCNModule(pl.LightningModule):
@@ -78,6 +108,7 @@ class FCNModule(pl.LightningModule):
         self.__dict__["_net"] = torch.compile(self.model) if compile else self.model
         self.val_metrics = SegmentationMetrics(self.num_classes, ignore_index)
         self.test_metrics = SegmentationMetrics(self.num_classes, ignore_index)
+        self.val_loss, self.test_loss = SplitLoss(), SplitLoss()
         self.last_scores: dict[str, dict[str, Any]] = {}
         self._rng_to_restore: dict[str, Any] | None = None
 
@@ -94,6 +125,16 @@ class FCNModule(pl.LightningModule):
             ignore_index=self.ignore_index,
             class_weight=self.class_weight,
         )
+
+    def _loss_weight(self, labels: Tensor) -> Tensor | int:
+        """What `loss` divided the summed cross-entropy of this batch by (fcn_lightning/loss.py):
+        the images (normalize=sum) or the valid pixels, class-weighted if the loss is."""
+        if self.loss_normalize == "sum":
+            return labels.shape[0]
+        valid = labels != self.ignore_index
+        if self.class_weight is None:
+            return valid.sum()
+        return self.class_weight[labels[valid].long()].sum()
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         images, labels = batch
@@ -124,8 +165,7 @@ class FCNModule(pl.LightningModule):
     def _eval_step(self, batch: tuple[Tensor, Tensor], stage: str) -> Tensor:
         images, labels = batch
         scores = self(images)
-        loss = self.loss(scores, labels)
-        self.log(f"{stage}/loss", loss, batch_size=images.shape[0], sync_dist=True)
+        getattr(self, f"{stage}_loss").update(self.loss(scores, labels), self._loss_weight(labels))
         getattr(self, f"{stage}_metrics").update(scores.detach(), labels)
         return scores
 
@@ -138,11 +178,16 @@ class FCNModule(pl.LightningModule):
     def _log_epoch(self, stage: str) -> None:
         metric = getattr(self, f"{stage}_metrics")
         scores = metric.compute()  # already summed over processes
+        loss = getattr(self, f"{stage}_loss")
+        split_loss = loss.compute()  # likewise
+        loss.reset()
+        self.log(f"{stage}/loss", split_loss.float())
         for name in SCORE_NAMES:
             self.log(f"{stage}/{name}", scores[name].float(), prog_bar=name == "mean_iu")
         iu = scores["iu"].tolist()
         self.last_scores[stage] = {
             **{name: scores[name].item() for name in SCORE_NAMES},
+            "loss": split_loss.item(),
             "iu": dict(zip(self.class_names, iu, strict=True)),
             "confusion": metric.hist.cpu().clone(),
             "step": self.global_step,

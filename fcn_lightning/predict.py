@@ -13,7 +13,6 @@ import hydra
 import torch
 from omegaconf import DictConfig
 from PIL import Image
-from rich.progress import track
 
 from fcn_lightning import resolvers  # noqa: F401  (registers the config resolvers)
 from fcn_lightning.data.readers import read_image
@@ -23,7 +22,8 @@ from fcn_lightning.module import load_module
 from fcn_lightning.normalization import get_input_norm
 from fcn_lightning.run.boundary import user_errors
 from fcn_lightning.run.config import CONF_DIR, resolved
-from fcn_lightning.run.console import log
+from fcn_lightning.run.console import log, print_config
+from fcn_lightning.run.progress import track
 from fcn_lightning.visualize import overlay, palette_image
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm"}
@@ -68,6 +68,7 @@ def pick_device(name: str) -> torch.device:
 
 @torch.no_grad()
 def predict(cfg: DictConfig) -> list[Path]:
+    print_config(cfg, kept_in=None)
     images = list_inputs(cfg.inputs)
     module = load_module(cfg.ckpt_path)
     apply_inference(module, resolved(cfg.inference) if "inference" in cfg else None)
@@ -77,7 +78,7 @@ def predict(cfg: DictConfig) -> list[Path]:
     out_dir = Path(cfg.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    for path in track(images, description="predicting"):
+    for path in track(images, description="predict", unit="img"):
         image = read_image(path)
         scores = module(norm(image)[None].to(device))
         label = scores.argmax(1)[0].to(torch.uint8).cpu().numpy()

@@ -6,6 +6,8 @@ import secrets
 
 from omegaconf import OmegaConf
 
+from fcn_lightning.run import slurm  # noqa: F401  (registers ${slurm_tasks:} for the SLURM presets)
+
 
 def register_resolvers() -> None:
     if OmegaConf.has_resolver("uid"):

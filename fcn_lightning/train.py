@@ -6,14 +6,13 @@ The data flows one way: config -> DataModule, LightningModule, Trainer -> fit (-
 from __future__ import annotations
 
 import contextlib
-from pathlib import Path
-from typing import Any
 
 import hydra
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, open_dict
 from pytorch_lightning.utilities import rank_zero_only
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from fcn_lightning import resolvers  # noqa: F401  (registers ${uid:} and ${mul:} for Hydra)
 from fcn_lightning.data.datamodule import SegmentationDataModule, build_datamodule
@@ -21,13 +20,13 @@ from fcn_lightning.errors import ConfigError
 from fcn_lightning.loss import median_frequency_weights
 from fcn_lightning.metrics import markdown_table
 from fcn_lightning.models import init_from_checkpoint
-from fcn_lightning.models.checkpoints import read_checkpoint
 from fcn_lightning.module import FCNModule
 from fcn_lightning.run.boundary import user_errors
 from fcn_lightning.run.checkpoint_io import AtomicCheckpointIO, remove_partial_checkpoints
 from fcn_lightning.run.config import CONF_DIR, resolved, save_config
 from fcn_lightning.run.console import log, print_config
 from fcn_lightning.run.gpus import claimed_gpu
+from fcn_lightning.run.lifecycle import RunLifecycle
 from fcn_lightning.run.loggers import build_callbacks, build_loggers, finish_wandb
 from fcn_lightning.run.processes import (
     apply_ddp_timeout,
@@ -36,7 +35,9 @@ from fcn_lightning.run.processes import (
     prepare_ddp_relaunch,
     stop_other_ranks,
 )
-from fcn_lightning.run.rundir import keep_csv_history
+from fcn_lightning.run.resume import Start, plan_start
+from fcn_lightning.run.rundir import RunDir
+from fcn_lightning.run.signals import StopSignals
 from fcn_lightning.run.stages import run_earlier_stages
 
 # Trainer-node keys the LightningModule applies itself.
@@ -76,72 +77,46 @@ def build_module(cfg: DictConfig, datamodule: SegmentationDataModule) -> FCNModu
     )
 
 
-def resolve_ckpt_path(ckpt_path: str | None, run_dir: Path) -> str | None:
-    """``last`` means this run directory's checkpoints/last.ckpt."""
-    if ckpt_path is None:
-        return None
-    path = run_dir / "checkpoints" / "last.ckpt" if ckpt_path == "last" else Path(ckpt_path)
-    if not path.is_file():
-        raise ConfigError(f"ckpt_path={ckpt_path}: no checkpoint at {path}")
-    return str(path)
-
-
-# Model settings a resumed run must share with its checkpoint: the others change no shape.
-RESUME_MUST_MATCH = ("variant", "num_classes", "backbone", "width")
-
-
-def check_resumable(path: str, model_cfg: DictConfig) -> None:
-    """Refuse, before anything is written, a checkpoint this run cannot continue: not a
-    checkpoint, a pickle that would run code, or one of another model."""
-    checkpoint = read_checkpoint(path, key="ckpt_path", mmap=True)
-    hparams = checkpoint.get("hyper_parameters") if isinstance(checkpoint, dict) else None
-    model = (hparams or {}).get("model")
-    if not isinstance(model, dict) or "loops" not in checkpoint:
-        raise ConfigError(
-            f"ckpt_path={path}: not a fcn-lightning training checkpoint, so there is no run to "
-            "resume; to start from its weights, set model.init_from instead"
-        )
-    for key in RESUME_MUST_MATCH:
-        if key in model and model[key] != model_cfg.get(key):
-            raise ConfigError(
-                f"ckpt_path={path}: the checkpoint was trained with model.{key}={model[key]} "
-                f"but this run has model.{key}={model_cfg.get(key)}; resume with the settings "
-                "it was trained with, or start a new run with model.init_from to copy the "
-                "layers that fit"
-            )
-
-
-def build_trainer(cfg: DictConfig, run_dir: Path, **extra: Any) -> pl.Trainer:
+def build_trainer(cfg: DictConfig, run: RunDir, lifecycle: RunLifecycle) -> pl.Trainer:
     trainer_cfg = {k: v for k, v in resolved(cfg.trainer).items() if k not in MODULE_SWITCHES}
     apply_ddp_timeout(trainer_cfg)
     return hydra.utils.instantiate(
         trainer_cfg,
-        callbacks=build_callbacks(cfg.get("callbacks")),
-        logger=build_loggers(cfg.get("logger"), run_dir),
+        callbacks=[*build_callbacks(cfg.get("callbacks")), lifecycle],
+        logger=build_loggers(cfg.get("logger"), run.path),
         plugins=[AtomicCheckpointIO()],
-        **extra,
     )
 
 
 @rank_zero_only
-def start_record(cfg: DictConfig, run_dir: Path, resuming: bool) -> None:
+def start_record(cfg: DictConfig, run: RunDir, start: Start) -> None:
     """The first writes into the run directory, once the config, data and model passed
     their checks: a run that fails on bad input, even one resumed into an existing run
     directory, leaves the config, CSV record and checkpoints there as they were."""
-    for part in remove_partial_checkpoints(run_dir / "checkpoints"):
+    for part in remove_partial_checkpoints(run.checkpoints):
         log.warning("removed %s, left by a checkpoint write that was killed", part)
-    if resuming:
-        keep_csv_history(run_dir)
-    save_config(cfg, run_dir)
+    if start.set_aside:
+        kept = run.set_aside_checkpoints()
+        if kept is not None:
+            log.warning("resume.overwrite=true: the earlier checkpoints are in %s", kept)
+    run.keep_csv_history()
+    save_config(cfg, run.path)
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit (and optionally test) one configuration; returns the final metrics."""
-    run_dir = Path(cfg.paths.output_dir)
-    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), run_dir)
-    if ckpt_path is not None:
-        check_resumable(ckpt_path, cfg.model)
-    if cfg.model.get("init_stages") and ckpt_path is None:
+    run = RunDir(cfg.paths.output_dir)
+    with run.lock():
+        return _train(cfg, run)
+
+
+def _train(cfg: DictConfig, run: RunDir) -> dict[str, float]:
+    start = plan_start(cfg, run)
+    if start.finished:
+        return finished_run(run, start)
+    if start.ckpt_path is not None:
+        log.info("resuming %s at step %d", start.ckpt_path, start.step)
+    elif cfg.model.get("init_stages"):
         init_from = run_earlier_stages(cfg, train)
         with open_dict(cfg):
             cfg.model.init_from = str(init_from)
@@ -149,45 +124,81 @@ def train(cfg: DictConfig) -> dict[str, float]:
     pl.seed_everything(cfg.seed, workers=True)
     datamodule = build_datamodule(cfg.data)
     module = build_module(cfg, datamodule)
-    if cfg.model.get("init_from") and ckpt_path is None:
+    if cfg.model.get("init_from") and start.ckpt_path is None:
         report = init_from_checkpoint(module.model, cfg.model.init_from)
         log.info("model.init_from=%s: %s", cfg.model.init_from, report.summary())
     datamodule.check_before_fit()
     prepare_ddp_relaunch()
-    trainer = build_trainer(cfg, run_dir)
-    start_record(cfg, run_dir, resuming=ckpt_path is not None)
+    signals = StopSignals()
+    lifecycle = RunLifecycle(run, resolved(cfg), start, signals)
+    trainer = build_trainer(cfg, run, lifecycle)
+    start_record(cfg, run, start)
     for logger in trainer.loggers:
         logger.log_hyperparams({"config": resolved(cfg)})
+    signals.install()
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=start.ckpt_path)
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
         if cfg.get("test"):
             checkpoint = trainer.checkpoint_callback
             best = checkpoint.best_model_path if checkpoint else ""
             results = trainer.test(module, datamodule=datamodule, ckpt_path=best or None)
             metrics.update(results[0] if results else {})
+    except SIGTERMException:
+        if signals.received is None:
+            raise
+        finish_wandb(trainer.loggers)  # the W&B run is kept before the exit
+        signals.exit()
     except BaseException:
         stop_other_ranks(trainer)
         raise
     finally:
+        signals.uninstall()
         finish_wandb(trainer.loggers)
     if trainer.is_global_zero:
-        report_final(module, trainer, run_dir)
+        report_final(lifecycle, trainer, run)
     return metrics
 
 
-def report_final(module: FCNModule, trainer: pl.Trainer, run_dir: Path) -> None:
-    """Print the last validation's scores and keep them beside the run (metrics.md)."""
-    scores = module.last_scores.get("val")
-    if scores is None:
+def finished_run(run: RunDir, start: Start) -> dict[str, float]:
+    """A rerun of a run that reached trainer.max_steps: nothing to train, nothing written."""
+    log.info(
+        "%s already reached trainer.max_steps (step %d): nothing to train; raise "
+        "trainer.max_steps to train on", start.ckpt_path, start.step,
+    )  # fmt: skip
+    if run.metrics_file.is_file():
+        print(f"\n{run.metrics_file.read_text()}")
+    return read_metrics(run)
+
+
+def read_metrics(run: RunDir) -> dict[str, float]:
+    """The scores of the last validation recorded in the run's CSV segments."""
+    import csv
+
+    metrics: dict[str, float] = {}
+    for segment in run.csv_segments():
+        with segment.open(newline="") as f:
+            for row in csv.DictReader(f):
+                if row.get("val/mean_iu"):
+                    metrics = {k: float(v) for k, v in row.items() if k.startswith("val") and v}
+    return metrics
+
+
+def report_final(lifecycle: RunLifecycle, trainer: pl.Trainer, run: RunDir) -> None:
+    """Print the final validation's scores and keep them beside the run (metrics.md)."""
+    if lifecycle.scores is None or lifecycle.validated_step != trainer.global_step:
+        log.warning(
+            "no validation ran at the last step (%d), so there are no final scores; "
+            "metrics.md was not written", trainer.global_step,
+        )  # fmt: skip
         return
-    table = markdown_table(scores)
-    (run_dir / "metrics.md").write_text(f"step {trainer.global_step}\n\n{table}")
+    table = markdown_table(lifecycle.scores)
+    run.metrics_file.write_text(f"step {trainer.global_step}\n\n{table}")
     print(f"\nvalidation at step {trainer.global_step}:\n\n{table}")
     checkpoint = trainer.checkpoint_callback
     if checkpoint is not None and checkpoint.best_model_path:
         log.info("best checkpoint: %s", checkpoint.best_model_path)
-    log.info("run directory: %s", run_dir)
+    log.info("run directory: %s", run.path)
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")

@@ -6,6 +6,9 @@ import pytest
 
 from tests.train_helpers import tiny_dataset
 
+# The `slurm_cluster` fixture: one real single-node SLURM per test session.
+pytest_plugins = ["tests.slurm_cluster"]
+
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):

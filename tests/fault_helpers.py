@@ -112,3 +112,16 @@ def processes_mentioning(text: str) -> list[int]:
         except OSError:
             continue
     return found
+
+
+class SignalAt(pl.Callback):
+    """Sends this process `signum` (a name: TERM, INT, USR1, USR2) in the middle of training
+    step `step`, as a scheduler would at a random moment."""
+
+    def __init__(self, step: int, signum: str):
+        self.step = step
+        self.signum = getattr(signal, f"SIG{signum}")
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), self.signum)

@@ -18,8 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from fcn_lightning.errors import FCNError
 from fcn_lightning.metrics import SCORE_NAMES
-from fcn_lightning.run.rundir import csv_segments
-from fcn_lightning.run.stages import STAGES_DIR, stage_index
+from fcn_lightning.run.rundir import STAGES_DIR, RunDir
 
 # The paper's rows (pixel acc, mean acc, mean IU, f.w. IU), keyed by the config value
 # that names a row in each study.
@@ -74,10 +73,10 @@ def _float(value: str | None) -> float | None:
 def read_run(run_dir: Path) -> RunResult | None:
     """The run's last validation, or None when it has not validated yet."""
     rows = []
-    for segment in csv_segments(run_dir):  # a resumed run's later record wins a step
+    for segment in RunDir(run_dir).csv_segments():  # a resumed run's later record wins a step
         with open(segment, newline="") as f:
             rows += list(csv.DictReader(f))
-    cfg = OmegaConf.load(run_dir / "config_resolved.yaml")
+    cfg = OmegaConf.load(RunDir(run_dir).config_file)
     return run_result(rows, cfg, default_name=run_dir.name, path=str(run_dir))
 
 
@@ -130,7 +129,7 @@ def find_runs(roots: list[Path]) -> list[RunResult]:
             raise ReportError(f"{root}: no such directory; give a run or multirun directory")
         found = {}
         for run_dir in sorted({p.parent.parent for p in root.rglob("csv/metrics*.csv")}):
-            if (run_dir / "config_resolved.yaml").is_file() and (run := read_run(run_dir)):
+            if RunDir(run_dir).config_file.is_file() and (run := read_run(run_dir)):
                 run.path = str(run_dir.relative_to(root))  # the report travels with its table
                 found[run_dir] = run
         _continue_stage_curves(found)
@@ -158,7 +157,9 @@ def _continue_stage_curves(runs: dict[Path, RunResult]) -> None:
     jobs = {d.parent.parent for d in runs if d.parent.name == STAGES_DIR}
     jobs |= {d for d in runs if (d / STAGES_DIR).is_dir()}
     for job in jobs:
-        stages = sorted((d for d in runs if d.parent == job / STAGES_DIR), key=stage_index)
+        stages = sorted(
+            (d for d in runs if d.parent == job / STAGES_DIR), key=lambda d: RunDir(d).stage_index()
+        )
         continue_curves([*(runs[d] for d in stages), runs.get(job)])
 
 

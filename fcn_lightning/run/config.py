@@ -7,9 +7,23 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-# The repo's Hydra config tree, as an absolute path: entry points then work whether they
-# run with `python -m` or are imported and called.
-CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+
+def _conf_dir() -> Path:
+    """The Hydra config tree: ``fcn_lightning/conf`` inside an installed wheel, else the
+    repo's top-level ``conf/`` (a checkout or an editable install).
+
+    The tree stays at the top of the repo, where people edit it, and pyproject maps it into
+    the wheel as the package ``fcn_lightning.conf``; only the wheel has that folder beside
+    this package's code, so its presence says which of the two layouts this is.
+    """
+    package = Path(__file__).resolve().parents[1]
+    packaged = package / "conf"
+    return packaged if packaged.is_dir() else package.parent / "conf"
+
+
+# An absolute path: entry points then work whether they run as `fcn-train`, with
+# `python -m`, or are imported and called, from any folder.
+CONF_DIR = str(_conf_dir())
 
 
 def resolved(cfg: DictConfig) -> dict[str, Any]:

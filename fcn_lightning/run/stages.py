@@ -6,8 +6,9 @@ the same configuration with the model variant (and its reference learning rate) 
 trained in ``<run dir>/stages/<i>_<variant>/`` and started from the best checkpoint of the
 stage before it; the job's own model then starts from the last stage's best checkpoint.
 
-A stage whose run directory already holds ``last.ckpt`` is resumed from it rather than
-retrained, so a staged job that died in its third stage restarts there.
+Every stage starts with ``ckpt_path=auto``: a finished stage is not trained again and a
+cut one resumes, so the same command resumes a staged job wherever it died, its final
+stage included (`fcn_lightning.run.resume`).
 """
 
 from __future__ import annotations
@@ -21,13 +22,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from fcn_lightning.errors import ConfigError
 from fcn_lightning.run.config import CONF_DIR
 from fcn_lightning.run.console import log
-
-STAGES_DIR = "stages"  # <job run dir>/stages/<index>_<variant>/
-
-
-def stage_index(stage_dir: Path) -> int:
-    """The position of a stage run directory in its job's chain."""
-    return int(stage_dir.name.split("_", 1)[0])
+from fcn_lightning.run.rundir import RunDir
 
 
 def stage_model_config(variant: str) -> DictConfig:
@@ -41,28 +36,24 @@ def stage_model_config(variant: str) -> DictConfig:
     return node
 
 
-def best_checkpoint(run_dir: Path) -> Path:
-    """The best checkpoint a run kept (``step*-miu*.ckpt``), else its ``last.ckpt``."""
-    folder = run_dir / "checkpoints"
-    best = sorted(folder.glob("step*-miu*.ckpt"))
-    if best:
-        return best[-1]
-    if (folder / "last.ckpt").is_file():
-        return folder / "last.ckpt"
-    raise ConfigError(f"stage run {run_dir} left no checkpoint in {folder}")
+def best_checkpoint(run: RunDir) -> Path:
+    """The best checkpoint a stage kept, else its ``last.ckpt``."""
+    found = run.best_or_last()
+    if found is None:
+        raise ConfigError(f"stage run {run.path} left no checkpoint in {run.checkpoints}")
+    return found
 
 
 def stage_config(cfg: DictConfig, index: int, variant: str, init_from: Path | None) -> DictConfig:
     stage = copy.deepcopy(cfg)
-    run_dir = Path(cfg.paths.output_dir) / STAGES_DIR / f"{index}_{variant}"
+    run = RunDir(cfg.paths.output_dir).stage(index, variant)
     with open_dict(stage):
         stage.model.merge_with(stage_model_config(variant))
         stage.model.name = variant
         stage.model.init_stages = None
         stage.model.init_from = None if init_from is None else str(init_from)
-        stage.paths.output_dir = str(run_dir)
-        last = run_dir / "checkpoints" / "last.ckpt"
-        stage.ckpt_path = str(last) if last.is_file() else None
+        stage.paths.output_dir = str(run.path)
+        stage.ckpt_path = "auto"  # a finished stage is not trained again, a cut one resumes
         stage.run_name = f"{cfg.run_name}/{variant}"
         stage.test = False
     return stage
@@ -74,8 +65,8 @@ def run_earlier_stages(cfg: DictConfig, train: Callable[[DictConfig], object]) -
     init_from = Path(cfg.model.init_from) if cfg.model.get("init_from") else None
     for index, variant in enumerate(stages):
         stage = stage_config(cfg, index, variant, init_from)
-        where = Path(stage.paths.output_dir)
-        log.info("stage %d/%d: %s in %s", index + 1, len(stages) + 1, variant, where)
+        where = RunDir(stage.paths.output_dir)
+        log.info("stage %d/%d: %s in %s", index + 1, len(stages) + 1, variant, where.path)
         train(stage)
         init_from = best_checkpoint(where)
     return init_from

@@ -1,6 +1,6 @@
-"""Processes and records: DDP on CPU equals one process, a rank's failure ends a DDP eval,
-multirun + DDP makes one run per sweep point, and an offline W&B run holds the logged
-metrics."""
+"""Processes and records: DDP on CPU equals one process (metrics and loss), a rank's failure
+ends a DDP eval, multirun + DDP makes one run per sweep point, and an offline W&B run holds
+the logged metrics."""
 
 from __future__ import annotations
 
@@ -11,7 +11,10 @@ import time
 
 import pytest
 import torch
+import torch.nn.functional as F
 
+from fcn_lightning.data.datamodule import SegmentationDataModule
+from fcn_lightning.module import load_module
 from fcn_lightning.run.loggers import wandb_logged_in
 from fcn_lightning.train import train
 from tests.fault_helpers import processes_mentioning
@@ -20,26 +23,58 @@ from tests.wandb_records import history, read_finished_records, run_info
 
 pytestmark = pytest.mark.slow
 
+# Odd, so the two ranks hold unequal shares (8 and 7): a sampler that pads ranks would count
+# one image twice, and a mean of the ranks' means would weigh rank 1's images by 8/7.
+NUM_VAL = 15
+
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    # An odd number of validation images: a sampler that pads ranks would count one twice.
-    return tiny_dataset(root, num_val=5)
+    return tiny_dataset(tmp_path_factory.mktemp("data"), num_val=NUM_VAL)
 
 
 def cli_overrides(data_dir, out_dir):
-    return [o.replace("num_val=4", "num_val=5") for o in sweep_overrides(data_dir, out_dir)]
+    tiny = sweep_overrides(data_dir, out_dir)
+    return [o.replace("num_val=4", f"num_val={NUM_VAL}") for o in tiny]
 
 
 @pytest.fixture(scope="module")
 def checkpoint(data_dir, tmp_path_factory):
     run = tmp_path_factory.mktemp("run")
-    train(compose_train(data_dir, run, "data.synthetic.num_val=5", "optim.lr=0.05", "model=fcn16s"))
+    overrides = (f"data.synthetic.num_val={NUM_VAL}", "optim.lr=0.05", "model=fcn16s")
+    train(compose_train(data_dir, run, *overrides))
     return run / "checkpoints" / "last.ckpt"
 
 
-def test_ddp_cpu_validation_equals_single_process(checkpoint, data_dir, tmp_path):
+def with_loss_normalize(checkpoint, normalize):
+    """The checkpoint's weights under `loss.normalize=normalize` (a hyperparameter only)."""
+    saved = torch.load(checkpoint, weights_only=True)
+    saved["hyper_parameters"]["loss"]["normalize"] = normalize
+    path = checkpoint.with_name(f"loss_{normalize}.ckpt")
+    torch.save(saved, path)
+    return path
+
+
+def whole_split_loss(checkpoint):
+    """The val loss of the whole split taken as one batch, computed here: the summed
+    cross-entropy over the number of images (normalize=sum) or of valid pixels (mean)."""
+    module = load_module(checkpoint).eval()
+    hparams = torch.load(checkpoint, weights_only=True)["datamodule_hyper_parameters"]
+    datamodule = SegmentationDataModule(**{**hparams, "num_workers": 0})
+    datamodule.setup("validate")
+    total, images, pixels = 0.0, 0, 0
+    with torch.no_grad():
+        for batch, labels in datamodule.val_dataloader():
+            loss = F.cross_entropy(module(batch), labels.long(), ignore_index=255, reduction="sum")
+            total += loss.item()
+            images, pixels = images + len(batch), pixels + int((labels != 255).sum())
+    assert images == NUM_VAL
+    return total / (images if module.loss_normalize == "sum" else pixels)
+
+
+@pytest.mark.parametrize("normalize", ["mean", "sum"])
+def test_ddp_cpu_validation_equals_single_process(checkpoint, data_dir, tmp_path, normalize):
+    checkpoint = with_loss_normalize(checkpoint, normalize)
     results = {}
     for trainer in ("cpu", "ddp_cpu"):
         out = tmp_path / trainer
@@ -55,6 +90,8 @@ def test_ddp_cpu_validation_equals_single_process(checkpoint, data_dir, tmp_path
     for name in ("pixel_acc", "mean_acc", "mean_iu", "fw_iu"):
         assert ddp[name] == pytest.approx(single[name], abs=1e-9), name
     assert ddp["iu"] == pytest.approx(single["iu"], nan_ok=True)
+    assert single["loss"] == pytest.approx(whole_split_loss(checkpoint), rel=1e-5)
+    assert ddp["loss"] == pytest.approx(single["loss"], rel=1e-5)
 
 
 def test_ddp_eval_with_a_bad_image_on_rank_0_ends_naming_it(checkpoint, data_dir, tmp_path):
@@ -137,9 +174,8 @@ def test_offline_wandb_run_holds_the_logged_metrics(data_dir, tmp_path, monkeypa
     monkeypatch.setenv("WANDB_SILENT", "true")
     monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))  # not logged in
     monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb-config"))
-    cfg = compose_train(
-        data_dir, tmp_path, "logger=many", "data.synthetic.num_val=5", "group=study", "tags=[t1]"
-    )
+    overrides = ("logger=many", f"data.synthetic.num_val={NUM_VAL}", "group=study", "tags=[t1]")
+    cfg = compose_train(data_dir, tmp_path, *overrides)
     metrics = train(cfg)
     runs = list((tmp_path / "wandb").glob("offline-run-*"))
     assert len(runs) == 1, "expected one offline W&B run (no network, not logged in)"

@@ -1,0 +1,92 @@
+"""What a cluster's signals do to a training run.
+
+SIGTERM (scancel, preemption), SIGINT (Ctrl-C), SIGUSR1 and SIGUSR2 (a scheduler's
+warning before a time limit, e.g. the SLURM preset's ``--signal=USR2@120``) all end
+training at the end of the step in progress: every DDP rank agrees on that step, last.ckpt
+is written there (atomically), and the process exits with 128 + the signal's number (143,
+130, 138, 140), as a shell reports a process killed by it, so ``train && eval`` and a
+scheduler see a run that did not finish. The same command then resumes exactly
+(``ckpt_path=auto``). Under submitit, the launcher's own handler of its signal then
+requeues the job; under a plain SLURM batch job, USR1/USR2 requeue it with ``scontrol
+requeue``. A second Ctrl-C stops at once, saving nothing more.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+from types import FrameType
+from typing import Any, NoReturn
+
+log = logging.getLogger("fcn_lightning")
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2)
+REQUEUE_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2)
+
+
+def exit_code(signum: int) -> int:
+    return 128 + signum
+
+
+class StopSignals:
+    """Catches the stop signals for one run; `received` is the first one caught."""
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def install(self) -> None:
+        """Before fitting; again once Lightning has put its own SIGTERM handler in place
+        (it would end the run without a checkpoint)."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for signum in STOP_SIGNALS:
+            current = signal.getsignal(signum)
+            if current != self._handle:
+                self._previous.setdefault(signum, current)
+                signal.signal(signum, self._handle)
+
+    def uninstall(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+        self._previous = {}
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.received is not None:
+            if signum == signal.SIGINT:
+                raise KeyboardInterrupt  # a second Ctrl-C: stop now
+            return
+        self.received = signum
+        log.warning(
+            "received %s: training stops at the end of this step, saves last.ckpt and exits "
+            "with status %d; run the same command again to resume",
+            signal.Signals(signum).name,
+            exit_code(signum),
+        )
+
+    def exit(self) -> NoReturn:
+        """After last.ckpt is written: hand over to a launcher's own handler (submitit
+        requeues the job and exits), requeue a SLURM batch job, or exit 128 + signal."""
+        signum = self.received
+        assert signum is not None
+        previous = self._previous.get(signum)
+        self.uninstall()
+        if callable(previous) and previous is not signal.default_int_handler:
+            previous(signum, None)
+        elif signum in REQUEUE_SIGNALS and os.environ.get("SLURM_JOB_ID"):
+            requeue_slurm_job(os.environ["SLURM_JOB_ID"])
+        sys.exit(exit_code(signum))
+
+
+def requeue_slurm_job(job_id: str) -> None:
+    done = subprocess.run(["scontrol", "requeue", job_id], capture_output=True, text=True)
+    if done.returncode == 0:
+        log.warning("requeued SLURM job %s: it resumes from last.ckpt", job_id)
+    else:
+        log.warning("scontrol requeue %s failed: %s", job_id, done.stderr.strip())
