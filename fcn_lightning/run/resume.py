@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
+from pytorch_lightning.utilities import rank_zero_only
 
 from fcn_lightning.errors import ConfigError
 from fcn_lightning.models.checkpoints import read_checkpoint
@@ -77,10 +78,13 @@ def plan_start(cfg: DictConfig, run: RunDir) -> Start:
     """Decide, before anything is written, how the run in ``run`` starts."""
     requested = cfg.get("ckpt_path", "auto")
     resume_cfg = cfg.get("resume") or {}
+    # Rank 0 decides for a DDP job; the other ranks start after it may have written its
+    # first files (csv/hparams.yaml), and before any checkpoint of this start exists.
+    other_rank = rank_zero_only.rank != 0
     if requested == "auto":
         if run.last_checkpoint.is_file():
             return _resume(cfg, str(run.last_checkpoint))
-        leftovers = run.training_files()
+        leftovers = [] if other_rank else run.training_files()
         if leftovers:
             names = ", ".join(str(p.relative_to(run.path)) for p in sorted(leftovers)[:3])
             raise ConfigError(
@@ -91,7 +95,8 @@ def plan_start(cfg: DictConfig, run: RunDir) -> Start:
             )
         return Start(None)
     if requested is None:
-        if any(run.checkpoints.glob("*.ckpt")) and not resume_cfg.get("overwrite", False):
+        overwrite = resume_cfg.get("overwrite", False)
+        if any(run.checkpoints.glob("*.ckpt")) and not overwrite and not other_rank:
             raise ConfigError(
                 f"ckpt_path=null: run directory {run.path} already holds checkpoints; resume it "
                 "with ckpt_path=auto (the default), or start over with resume.overwrite=true "
