@@ -95,11 +95,11 @@ verify-data: $(STAMP) ## check a dataset preset: make verify-data ARGS="data=pap
 
 mini-paper: $(STAMP) ## the skip-architecture study on synthetic data (CPU, ~20 min) + report
 	$(PY) -m fcn_lightning.train -m experiment=mini_paper hydra.sweep.dir=$(MINI_DIR) $(ARGS)
-	$(PY) -m fcn_lightning.report $(MINI_DIR) --out experiments/mini_paper \
+	$(PY) -m fcn_lightning.report $(MINI_DIR) --out results/mini_paper \
 		--title "Mini-paper: the skip-architecture study on the synthetic dataset (2-core CPU)"
 
-bench: $(STAMP) ## the benchmark suite vs pytorch-fcn and the machine (~10 min); writes experiments/bench/results.md
-	$(PY) -m fcn_lightning.bench --out experiments/bench/results.md $(ARGS)
+bench: $(STAMP) ## the benchmark suite vs pytorch-fcn and the machine (~10 min); writes results/bench/results.md
+	$(PY) -m fcn_lightning.bench --out results/bench/results.md $(ARGS)
 
 bench-quick: $(STAMP) ## the benchmark suite at tiny sizes (a smoke run, numbers meaningless)
 	$(PY) -m fcn_lightning.bench --quick --out /tmp/fcn_bench_quick.md $(ARGS)

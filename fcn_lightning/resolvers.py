@@ -20,6 +20,28 @@ def register_resolvers() -> None:
     OmegaConf.register_new_resolver("scale_steps", lambda n, f: max(1, round(int(n) * float(f))))
     OmegaConf.register_new_resolver("gpu_count", _gpu_count)
     OmegaConf.register_new_resolver("backbone_default", _backbone_default)
+    OmegaConf.register_new_resolver("recipe_entry", recipe_entry)
+    OmegaConf.register_new_resolver("stages_before", stages_before)
+
+
+# The staged chain of the paper: each net starts from the one before it.
+STAGED_CHAIN = ("fcn32s", "fcn16s", "fcn8s")
+
+
+def recipe_entry(table, backbone: str, variant: str):
+    """A recipe table's value for this model: ``<backbone>/<variant>``, else ``<variant>``,
+    else ``default`` (recipe.paper_lr, recipe.paper_steps)."""
+    for key in (f"{backbone}/{variant}", variant, "default"):
+        if key in table:
+            return table[key]
+    raise KeyError(f"the recipe has no entry for {variant!r} (nor a default): add one")
+
+
+def stages_before(variant: str, staged: bool) -> list[str] | None:
+    """model.init_stages under recipe=staged: the coarser nets of the chain, in order."""
+    if not staged or variant not in STAGED_CHAIN:
+        return None
+    return list(STAGED_CHAIN[: STAGED_CHAIN.index(variant)]) or None
 
 
 def _backbone_default(backbone: str, key: str) -> str:

@@ -1,6 +1,6 @@
 """The benchmark suite: this project against pytorch-fcn and against the machine's limit.
 
-    python -m fcn_lightning.bench [--quick] [--out experiments/bench/results.md]
+    python -m fcn_lightning.bench [--quick] [--out results/bench/results.md]
                                   [--repeats N] [--variants fcn32s fcn8s] [--device cuda]
 
 Prints and saves one Markdown table; each row is a ratio A / B of two sides measured in the

@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m fcn_lightning.bench",
                                      description=__doc__.splitlines()[0])  # fmt: skip
     parser.add_argument("--quick", action="store_true", help="tiny sizes, one repeat")
-    parser.add_argument("--out", type=Path, default=Path("experiments/bench/results.md"))
+    parser.add_argument("--out", type=Path, default=Path("results/bench/results.md"))
     parser.add_argument("--repeats", type=int, default=0, help="timed rounds per comparison")
     parser.add_argument("--variants", nargs="+", choices=TORCHFCN_VARIANTS[:3])
     parser.add_argument("--train-variants", nargs="+", choices=TORCHFCN_VARIANTS[:3])

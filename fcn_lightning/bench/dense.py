@@ -12,8 +12,8 @@ import argparse
 import time
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
+from fcn_lightning.bench.counting import inference_flops
 from fcn_lightning.models.build import build_fcn
 from fcn_lightning.models.dense import DenseFCN
 
@@ -22,13 +22,6 @@ def dense_net(variant: str, method: str, factor: int, *, geometry: str, width: f
     with torch.device(device):
         model = build_fcn(variant, num_classes=21, geometry=geometry, width=width).eval()
     return model.coarse_scores if method == "none" else DenseFCN(model, method, factor).dense_scores
-
-
-def flops(net, height: int, width: int) -> int:
-    counter = FlopCounterMode(display=False)
-    with counter, torch.no_grad():
-        net(torch.empty(1, 3, height, width, device="meta"))
-    return counter.get_total_flops()
 
 
 def seconds(net, height: int, width: int, repeats: int) -> float:
@@ -56,7 +49,7 @@ def table(args: argparse.Namespace) -> str:
             (m, f) for f in args.factors for m in ("stitch", "dilate")
         ]:
             kw = {"geometry": args.geometry}
-            counted = flops(
+            counted = inference_flops(
                 dense_net(variant, method, factor, width=1.0, device="meta", **kw), fh, fw
             )
             plain = plain or counted

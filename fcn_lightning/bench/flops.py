@@ -11,8 +11,8 @@ from __future__ import annotations
 import argparse
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
+from fcn_lightning.bench.counting import inference_flops
 from fcn_lightning.models.build import BACKBONES, backbone_default, build_fcn
 from fcn_lightning.models.fcn import VARIANTS
 
@@ -34,13 +34,7 @@ def forward_flops(
     classes: int = 21,
     backbone: str = "vgg16",
 ) -> int:
-    model = _meta_model(variant, geometry, backbone, classes)
-    with torch.device("meta"):
-        x = torch.empty(1, 3, height, width)
-    counter = FlopCounterMode(display=False)
-    with counter, torch.no_grad():
-        model(x)
-    return counter.get_total_flops()
+    return inference_flops(_meta_model(variant, geometry, backbone, classes), height, width)
 
 
 def parameter_count(variant: str, backbone: str = "vgg16", classes: int = 21) -> int:

@@ -14,8 +14,8 @@ from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
-from torch.utils.flop_counter import FlopCounterMode
 
+from fcn_lightning.bench.counting import count_flops, meta_images
 from fcn_lightning.interop.torchfcn import TORCHFCN_CLASSES, load_torchfcn, torchfcn_models
 from fcn_lightning.loss import segmentation_loss
 from fcn_lightning.models import build_fcn
@@ -115,9 +115,6 @@ def train_flops(variant: str, geometry: str, batch: int, height: int, width: int
     meta tensors: nothing is computed). The SGD update is elementwise and not counted."""
     with torch.device("meta"):
         model = build_fcn(variant, geometry=geometry).train()
-        images = torch.empty(batch, 3, height, width)
+        images = meta_images(batch, height, width)
         labels = torch.zeros(batch, height, width, dtype=torch.long)
-    counter = FlopCounterMode(display=False)
-    with counter:
-        segmentation_loss(model(images), labels).backward()
-    return counter.get_total_flops()
+    return count_flops(lambda: segmentation_loss(model(images), labels).backward())

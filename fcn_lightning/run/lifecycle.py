@@ -54,7 +54,7 @@ class RunLifecycle(pl.Callback):
             logger.save()
         if self.validated_step == trainer.global_step:
             return  # last.ckpt of this step's validation is already the state to resume
-        trainer.save_checkpoint(self.run.last_checkpoint)
+        trainer.save_checkpoint(self.run.last_checkpoint, weights_only=False)
         if trainer.is_global_zero:
             log.warning("saved %s at step %d", self.run.last_checkpoint, trainer.global_step)
 

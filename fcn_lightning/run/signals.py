@@ -63,11 +63,19 @@ class StopSignals:
                 raise KeyboardInterrupt  # a second Ctrl-C: stop now
             return
         self.received = signum
+        if signum in REQUEUE_SIGNALS and callable(self._previous.get(signum)):
+            then = "the launcher's handler takes over (submitit requeues the job, which resumes)"
+        elif signum in REQUEUE_SIGNALS and os.environ.get("SLURM_JOB_ID"):
+            then = "the SLURM job is requeued (scontrol requeue) and resumes"
+        else:
+            then = (
+                f"it exits with status {exit_code(signum)}; the same command in the same run "
+                "directory (hydra.run.dir, or hydra.sweep.dir for a multirun) resumes"
+            )
         log.warning(
-            "received %s: training stops at the end of this step, saves last.ckpt and exits "
-            "with status %d; run the same command again to resume",
+            "received %s: training stops at the end of this step and saves last.ckpt; then %s",
             signal.Signals(signum).name,
-            exit_code(signum),
+            then,
         )
 
     def exit(self) -> NoReturn:

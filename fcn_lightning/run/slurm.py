@@ -134,8 +134,9 @@ def refusal_line(message: str, params: dict[str, Any]) -> str:
 
 
 @contextlib.contextmanager
-def submission_errors(params: dict[str, Any]) -> Iterator[None]:
-    """Around submitting: sbatch's refusal as one ``error:`` line and exit status 2.
+def submission_errors(params: dict[str, Any], preset: str = "slurm") -> Iterator[None]:
+    """Around submitting: sbatch's refusal (or no SLURM at all) as one ``error:`` line and
+    exit status 2; `preset` is the ``hydra/launcher`` choice, for the message.
 
     submitit prints sbatch's stderr itself before raising it; that copy is held back (and
     shown only if something else goes wrong), so the error line is the only one.
@@ -154,8 +155,8 @@ def submission_errors(params: dict[str, Any]) -> Iterator[None]:
             sys.stderr.write(held.getvalue())
             raise
         print(
-            "error: hydra/launcher=slurm: no SLURM on this machine (srun not found); submit "
-            "from a login node of the cluster, or leave hydra/launcher out to run here",
+            f"error: hydra/launcher={preset}: no SLURM on this machine (srun not found); "
+            "submit from a login node of the cluster, or leave hydra/launcher out to run here",
             file=sys.stderr,
         )
         raise SystemExit(2) from None
@@ -174,7 +175,9 @@ class SlurmLauncher(SubmititSlurmLauncher):  # type: ignore[misc,valid-type]
     """
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Any:
-        with submission_errors(self.params):
+        assert self.config is not None
+        preset = self.config.hydra.runtime.choices.get("hydra/launcher", "slurm")
+        with submission_errors(self.params, preset):
             jobs = self._submit(job_overrides, initial_job_idx)
         return [job.results()[0] for job in jobs]
 

@@ -1,7 +1,7 @@
 """Staged training as one job: FCN-32s, then FCN-16s from it, then FCN-8s from that.
 
 ``model.init_stages`` lists the variants to train first, in order, e.g. ``[fcn32s,
-fcn16s]`` for the paper's staged FCN-8s (``model=fcn8s_staged``). Each earlier stage is
+fcn16s]`` for the paper's staged FCN-8s (``model=fcn8s recipe=staged``). Each earlier stage is
 the same configuration with the model variant (and its reference learning rate) swapped,
 trained in ``<run dir>/stages/<i>_<variant>/`` and started from the best checkpoint of the
 stage before it; the job's own model then starts from the last stage's best checkpoint.
@@ -26,10 +26,11 @@ from fcn_lightning.run.rundir import RunDir
 
 
 def stage_model_config(variant: str) -> DictConfig:
-    """``conf/model/<variant>.yaml`` without its defaults list: variant and paper_lr."""
+    """``conf/model/<variant>.yaml`` without its defaults list (its lr and length follow
+    from the recipe's tables by variant)."""
     path = Path(CONF_DIR) / "model" / f"{variant}.yaml"
     if not path.is_file():
-        choices = sorted(p.stem for p in path.parent.glob("*.yaml") if p.stem != "base")
+        choices = sorted(p.stem for p in path.parent.glob("*.yaml"))
         raise ConfigError(f"model.init_stages: no model config {variant!r}; choose from {choices}")
     node = OmegaConf.load(path)
     node.pop("defaults", None)

@@ -1,7 +1,7 @@
 """hydra/launcher=slurm and slurm_cpu against a real single-node SLURM (tests/slurm_cluster.py):
-a sweep runs as an array job, a DDP job takes its two ranks from srun and writes its run
-once, a USR2 warning saves last.ckpt, requeues the job and the requeued job resumes exactly,
-and a job that sbatch refuses ends as one `error:` line naming the key, exit status 2.
+a sweep runs as one array job; a USR2 warning saves last.ckpt, submitit requeues the job and
+the requeued job resumes exactly; a DDP job takes its two ranks from srun and writes its run
+once; a job that sbatch refuses ends as one `error:` line naming the key, exit status 2.
 
 The launcher runs as a user runs it, in a subprocess with the cluster's SLURM_CONF; submitit
 starts each job with this interpreter (sys.executable) and the job inherits PYTHONPATH.
@@ -22,7 +22,12 @@ import torch
 
 from fcn_lightning.run.lifecycle import RunLifecycle
 from fcn_lightning.run.rundir import RunDir
-from fcn_lightning.run.slurm import refusal_line, sbatch_message, tasks_per_node
+from fcn_lightning.run.slurm import (
+    refusal_line,
+    sbatch_message,
+    submission_errors,
+    tasks_per_node,
+)
 from fcn_lightning.train import train
 from tests.slurm_cluster import SlurmCluster
 from tests.train_helpers import CONF, ROOT, compose_train, sweep_overrides
@@ -32,8 +37,8 @@ pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
 # What one job books on the test node (2 CPUs, no GPUs).
 CPU_JOB = ["hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=1",
            "hydra.launcher.timeout_min=10"]  # fmt: skip
-# Deterministic CPU training long enough to be stopped: validations at 10, 20, 30, 40.
-LONG = ["trainer.max_steps=40", "trainer.val_check_interval=10", "trainer.deterministic=true"]
+# Deterministic CPU training long enough to be stopped: validations at steps 5, 10, 15.
+LONG = ["trainer.max_steps=15", "trainer.val_check_interval=5", "trainer.deterministic=true"]
 TARGET = "hydra_plugins.fcn_lightning_slurm.fcn_lightning_slurm.SlurmLauncher"
 # Seconds a whole multirun may take on a busy 2-core machine (each process imports torch).
 LAUNCH_TIMEOUT = 300
@@ -41,7 +46,7 @@ LAUNCH_TIMEOUT = 300
 
 class WaitForSignal(pl.Callback):
     """In the first run of a SLURM job (not after a requeue): in the middle of training step
-    `step`, write the job id to `marker` and wait there until the run has caught a stop
+    `step`, write the job's id to `marker` and wait there until the run has caught a stop
     signal, so the signal lands mid-step at a known step however slow the machine is."""
 
     def __init__(self, step: int, marker: str, timeout_s: float = 240):
@@ -51,7 +56,11 @@ class WaitForSignal(pl.Callback):
         if trainer.global_step != self.step or os.environ.get("SLURM_RESTART_COUNT", "0") != "0":
             return
         lifecycle = next(c for c in trainer.callbacks if isinstance(c, RunLifecycle))
-        self.marker.write_text(os.environ["SLURM_JOB_ID"])
+        array = os.environ.get("SLURM_ARRAY_JOB_ID")  # submitit's id: <array>_<task>
+        job = (
+            f"{array}_{os.environ['SLURM_ARRAY_TASK_ID']}" if array else os.environ["SLURM_JOB_ID"]
+        )
+        self.marker.write_text(job)
         deadline = time.monotonic() + self.timeout_s
         while lifecycle.signals.received is None and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -99,6 +108,11 @@ def last(run: Path) -> dict:
     return torch.load(RunDir(run).last_checkpoint, weights_only=True)
 
 
+def job_log(sweep: Path, job: str, task: int = 0, kind: str = "out") -> str:
+    """What task `task` of submitit job `job` printed (stdout: out, stderr: err)."""
+    return (sweep / ".submitit" / job / f"{job}_{task}_log.{kind}").read_text()
+
+
 def job_folders(sweep: Path) -> list[Path]:
     return sorted(p for p in (sweep / ".submitit").iterdir() if p.is_dir())
 
@@ -136,27 +150,111 @@ def test_the_presets_size_the_job_from_the_trainer_and_keep_requeueing():
         assert (launcher.signal_delay_s, launcher.max_num_timeout) == (120, 3)
 
 
+def test_a_refusal_is_the_only_line_and_exit_2_and_other_errors_pass_through(capsys):
+    from submitit.core.utils import FailedJobError
+
+    stderr = "sbatch: error: invalid partition specified: gpu\nsbatch: error: Batch job ..."
+    with pytest.raises(SystemExit) as refused, submission_errors({"partition": "gpu"}):
+        print(stderr, file=sys.stderr)  # as submitit does before raising
+        raise FailedJobError(stderr)
+    assert refused.value.code == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "error: hydra.launcher.partition=gpu: sbatch refused the job: invalid partition "
+        "specified: gpu; name a partition the cluster has (`sinfo -s` lists them), or null "
+        "for its default"
+    ]
+    with pytest.raises(SystemExit), submission_errors({}, "slurm_cpu"):
+        raise RuntimeError('Could not detect "srun", are you indeed on a slurm cluster?')
+    assert capsys.readouterr().err.startswith("error: hydra/launcher=slurm_cpu: no SLURM ")
+    with pytest.raises(OSError, match="disk full"), submission_errors({}):
+        print("what submitit said", file=sys.stderr)
+        raise OSError("disk full")
+    assert capsys.readouterr().err == "what submitit said\n"  # held back, then shown
+    with submission_errors({}):
+        print("a warning", file=sys.stderr)
+    assert capsys.readouterr().err == "a warning\n"
+
+
 # Against the cluster.
 
 
 @pytest.mark.slow
-def test_a_sweep_runs_as_an_array_job_and_every_point_finishes(
+def test_a_sweep_is_one_array_job_and_a_point_warned_with_usr2_requeues_and_resumes_exactly(
     slurm_cluster: SlurmCluster, data_dir: Path, tmp_path: Path
 ):
-    sweep = tmp_path / "sweep"
-    done = launch(slurm_cluster, data_dir, sweep, "optim.lr=0.01,0.02")
-    assert done.returncode == 0, done.stderr[-3000:]
-    submission = next(sweep.glob(".submitit/*/*_submission.sh")).read_text()
+    """Two points of one sweep, the same training: point 0 gets SLURM's time-limit warning
+    (USR2) in the middle of step 7 and is requeued, point 1 runs through. Both end with the
+    weights of the same training run here without SLURM."""
+    sweep, marker = tmp_path / "sweep", tmp_path / "waiting"
+    wait = [f"+callbacks.wait._target_={__name__}.WaitForSignal", "+callbacks.wait.step=6,-1",
+            f"+callbacks.wait.marker={marker}"]  # fmt: skip
+    launcher = subprocess.Popen(
+        multirun(slurm_cluster, data_dir, sweep, *LONG, "trainer.log_every_n_steps=1", *wait),
+        cwd=tmp_path, env=launcher_env(slurm_cluster), stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        # Meanwhile, here: the same training without SLURM.
+        whole = tmp_path / "whole"
+        train(compose_train(data_dir, whole, *LONG))
+        deadline = time.monotonic() + LAUNCH_TIMEOUT
+        while not marker.exists():
+            assert launcher.poll() is None, launcher.communicate()[1][-3000:]
+            assert time.monotonic() < deadline, "point 0 did not reach step 7"
+            time.sleep(0.2)
+        job = marker.read_text()  # point 0: <array job>_0
+        slurm_cluster.run(["scancel", "--signal=USR2", job])
+        while slurm_cluster.job_info(job).get("Restarts") != "1":  # requeued: what it left
+            assert launcher.poll() is None, launcher.communicate()[1][-3000:]
+            time.sleep(0.1)
+        run = next(sweep.glob("0_*"))
+        left = sorted(str(p.relative_to(run)) for p in run.rglob("*") if p.is_file())
+        stopped_at = last(run)["global_step"]
+        _, stderr = launcher.communicate(timeout=LAUNCH_TIMEOUT)
+        array = job.split("_")[0]
+        states = [slurm_cluster.wait_job(f"{array}_{i}", timeout=60) for i in (0, 1)]
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+            launcher.wait()
+        slurm_cluster.cancel_all()
+    assert launcher.returncode == 0, stderr[-3000:]
+    assert states == ["COMPLETED", "COMPLETED"]
+    submission = (sweep / ".submitit" / array / f"{array}_submission.sh").read_text()
     assert "#SBATCH --array=0-1%2" in submission  # one array job, both points at once
     assert f"{sys.executable} -u -m submitit.core._submit" in submission
+    assert [slurm_cluster.job_info(f"{array}_{i}")["Restarts"] for i in (0, 1)] == ["1", "0"]
+
+    # What USR2 left: last.ckpt of the step reached (global_step 6 was the step in progress:
+    # it was finished, then saved), not of the last validation (5), whose best checkpoint
+    # stays.
+    assert stopped_at == 7
+    best = [p for p in left if p.startswith("checkpoints/step")]
+    assert len(best) == 1 and best[0].startswith("checkpoints/step000005-"), left
+    assert [p for p in left if not p.startswith((".hydra/", "samples/", *best))] == [
+        ".lock", "checkpoints/last.ckpt", "config_resolved.yaml", "csv/hparams.yaml",
+        "csv/metrics.csv", "train.log",
+    ]  # fmt: skip
+    # Then submitit requeued it, and the requeued job resumed there by itself.
+    log = job_log(sweep, job)  # both runs: submitit appends
+    assert "received SIGUSR2" in log
+    assert f"saved {RunDir(run).last_checkpoint} at step 7" in log
+    assert f"Requeued job {job}" in log
+    assert f"resuming {RunDir(run).last_checkpoint} at step 7" in log
+    first, second = RunDir(run).csv_segments()
+    assert (first.name, second.name) == ("metrics.0.csv", "metrics.csv")
+    steps = [[int(r["step"]) for r in rows(p) if r.get("train/loss")] for p in (first, second)]
+    assert steps == [list(range(7)), list(range(7, 15))]
+
     points = runs(sweep)
     assert [p.name.split("_")[0] for p in points] == ["0", "1"]
-    for run, lr in zip(points, (0.01, 0.02), strict=True):
-        checkpoint = last(run)
-        assert checkpoint["global_step"] == 2
-        assert checkpoint["fcn_config"]["optim"]["lr"] == lr
-        assert (run / "metrics.md").read_text().startswith("step 2\n")
-        assert len(RunDir(run).best_checkpoints()) == 1
+    assert "received SIG" not in job_log(sweep, f"{array}_1")
+    for point in points:
+        assert last(point)["global_step"] == 15
+        for name, tensor in last(whole)["state_dict"].items():
+            assert torch.equal(last(point)["state_dict"][name], tensor), (point.name, name)
+        assert (point / "metrics.md").read_text() == (whole / "metrics.md").read_text()
+        assert len(RunDir(point).best_checkpoints()) == 1
 
 
 @pytest.mark.slow
@@ -170,10 +268,10 @@ def test_a_ddp_job_runs_one_rank_per_slurm_task_and_writes_its_run_once(
     (job,) = job_folders(sweep)
     assert "#SBATCH --ntasks-per-node=2" in (job / f"{job.name}_submission.sh").read_text()
     for rank in (0, 1):  # two srun tasks, each its own process and rank of one world
-        out = (job / f"{job.name}_{rank}_log.out").read_text()
-        err = (job / f"{job.name}_{rank}_log.err").read_text()
+        out, err = (job_log(sweep, job.name, rank, kind) for kind in ("out", "err"))
         assert f"local_rank={rank}(2), node=0(1), global_rank={rank}(2)" in out
         assert f"Initializing distributed: GLOBAL_RANK: {rank}, MEMBER: {rank + 1}/2" in err
+        assert ("run directory: " in out) == (rank == 0)  # the final report: rank 0's
     (run,) = runs(sweep)
     assert last(run)["global_step"] == 2
     assert len(RunDir(run).best_checkpoints()) == 1
@@ -181,69 +279,6 @@ def test_a_ddp_job_runs_one_rank_per_slurm_task_and_writes_its_run_once(
     validations = [r for r in rows(run / "csv" / "metrics.csv") if r.get("val/mean_iu")]
     assert len(validations) == 1  # rank 0 alone writes the record
     assert (run / "metrics.md").read_text().startswith("step 2\n")
-
-
-@pytest.mark.slow
-def test_usr2_saves_requeues_and_the_requeued_job_resumes_exactly(
-    slurm_cluster: SlurmCluster, data_dir: Path, tmp_path: Path
-):
-    sweep, marker = tmp_path / "sweep", tmp_path / "waiting"
-    wait = [f"+callbacks.wait._target_={__name__}.WaitForSignal", "+callbacks.wait.step=3",
-            f"+callbacks.wait.marker={marker}"]  # fmt: skip
-    launcher = subprocess.Popen(
-        multirun(slurm_cluster, data_dir, sweep, *LONG, "trainer.log_every_n_steps=1", *wait),
-        cwd=tmp_path, env=launcher_env(slurm_cluster), stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        # Meanwhile, here: the same training without SLURM, never interrupted.
-        whole = tmp_path / "whole"
-        train(compose_train(data_dir, whole, *LONG))
-        deadline = time.monotonic() + LAUNCH_TIMEOUT
-        while not marker.exists():
-            assert launcher.poll() is None, launcher.communicate()[1][-3000:]
-            assert time.monotonic() < deadline, "the job did not reach step 3"
-            time.sleep(0.2)
-        job = marker.read_text()
-        slurm_cluster.run(["scancel", "--signal=USR2", job])  # SLURM's time-limit warning
-        while slurm_cluster.job_info(job).get("Restarts") != "1":  # requeued: what it left
-            assert launcher.poll() is None, launcher.communicate()[1][-3000:]
-            time.sleep(0.1)
-        (run,) = runs(sweep)
-        left = sorted(str(p.relative_to(run)) for p in run.rglob("*") if p.is_file())
-        stopped_at = last(run)["global_step"]
-        _, stderr = launcher.communicate(timeout=LAUNCH_TIMEOUT)
-        state = slurm_cluster.wait_job(job, timeout=60)
-    finally:
-        if launcher.poll() is None:
-            launcher.kill()
-            launcher.wait()
-        slurm_cluster.cancel_all()
-    assert launcher.returncode == 0, stderr[-3000:]
-    assert state == "COMPLETED"
-    assert slurm_cluster.job_info(job)["Restarts"] == "1"
-    # The signal came in the middle of step 4 (global_step 3): that step was finished and
-    # saved, though no validation (10, 20, ...) had saved it; nothing else was kept.
-    assert stopped_at == 4
-    assert [p for p in left if not p.startswith((".hydra/", "samples/"))] == [
-        ".lock", "checkpoints/last.ckpt", "config_resolved.yaml", "csv/hparams.yaml",
-        "csv/metrics.csv", "train.log",
-    ]  # fmt: skip
-    log = (sweep / ".submitit" / job / f"{job}_0_log.out").read_text()  # both runs, appended
-    # Then submitit requeued the job, and the requeued job resumed there by itself.
-    assert "received SIGUSR2" in log
-    assert f"saved {RunDir(run).last_checkpoint} at step 4" in log
-    assert f"Requeued job {job}" in log
-    assert f"resuming {RunDir(run).last_checkpoint} at step 4" in log
-    assert last(run)["global_step"] == 40
-    for name, tensor in last(whole)["state_dict"].items():
-        assert torch.equal(last(run)["state_dict"][name], tensor), name
-    assert (run / "metrics.md").read_text() == (whole / "metrics.md").read_text()
-    assert len(RunDir(run).best_checkpoints()) == 1
-    first, second = RunDir(run).csv_segments()
-    assert (first.name, second.name) == ("metrics.0.csv", "metrics.csv")
-    steps = [[int(r["step"]) for r in rows(p) if r.get("train/loss")] for p in (first, second)]
-    assert steps == [[0, 1, 2, 3], list(range(4, 40))]
 
 
 def _refused(cluster: SlurmCluster, tmp_path: Path, *args: str) -> str:

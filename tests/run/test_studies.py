@@ -74,14 +74,16 @@ def test_study_runs_its_whole_sweep(study, data_dir, tmp_path):
 
 def test_staged_fcn8s_trains_its_stages_in_one_job_and_resumes_them(data_dir, tmp_path):
     run = tmp_path / "run"
-    train(compose_train(data_dir, run, "model=fcn8s_staged", "optim.lr=0.05"))
+    train(compose_train(data_dir, run, "row=fcn8s_staged", "optim.lr=0.05"))
     stages = run / "stages"
     assert sorted(p.name for p in stages.iterdir()) == ["0_fcn32s", "1_fcn16s"]
-    first = OmegaConf.load(stages / "0_fcn32s" / "config_resolved.yaml").model
-    second = OmegaConf.load(stages / "1_fcn16s" / "config_resolved.yaml").model
+    first_cfg = OmegaConf.load(stages / "0_fcn32s" / "config_resolved.yaml")
+    second_cfg = OmegaConf.load(stages / "1_fcn16s" / "config_resolved.yaml")
+    first, second = first_cfg.model, second_cfg.model
     final = OmegaConf.load(run / "config_resolved.yaml").model
-    assert (first.variant, first.init_from, first.paper_lr) == ("fcn32s", None, 1e-10)
-    assert (second.variant, second.paper_lr) == ("fcn16s", 1e-12)
+    # Each stage's own reference lr, from the recipe's table.
+    assert (first.variant, first.init_from, first_cfg.recipe.paper_lr) == ("fcn32s", None, 1e-10)
+    assert (second.variant, second_cfg.recipe.paper_lr) == ("fcn16s", 1e-12)
     assert Path(second.init_from).parent == stages / "0_fcn32s" / "checkpoints"
     assert final.variant == "fcn8s" and Path(final.init_from).parent.parent == stages / "1_fcn16s"
     # (init_from_checkpoint itself is tested in test_staged.py.) The stages trained:
@@ -91,7 +93,7 @@ def test_staged_fcn8s_trains_its_stages_in_one_job_and_resumes_them(data_dir, tm
     # The job restarted (as after dying in its last stage): finished stages are not
     # trained again, the last stage starts over from the same FCN-16s checkpoint.
     before = {p.name: _last(p) for p in stages.iterdir()}
-    train(compose_train(data_dir, run, "model=fcn8s_staged", "optim.lr=0.05"))
+    train(compose_train(data_dir, run, "row=fcn8s_staged", "optim.lr=0.05"))
     for stage in stages.iterdir():
         assert _last(stage)["global_step"] == before[stage.name]["global_step"] == 2
         for name, tensor in before[stage.name]["state_dict"].items():
@@ -107,7 +109,7 @@ def test_staged_fcn8s_under_ddp_chains_its_stages_on_every_rank(data_dir, tmp_pa
     run = tmp_path / "run"
     overrides = [o for o in sweep_overrides(data_dir, tmp_path) if o != "trainer=cpu"]
     command = ("fcn_lightning.train", *overrides, f"hydra.run.dir={run}", "trainer=ddp_cpu",
-               "model=fcn8s_staged", "optim.lr=0.05", "trainer.max_steps=2")  # fmt: skip
+               "row=fcn8s_staged", "optim.lr=0.05", "trainer.max_steps=2")  # fmt: skip
     done = run_module(*command, cwd=tmp_path, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     stages = run / "stages"
@@ -215,7 +217,7 @@ def test_report_plots_a_staged_job_as_one_training(tmp_path):
 def test_an_unknown_stage_is_a_config_error_naming_the_key(data_dir, tmp_path):
     from fcn_lightning.errors import ConfigError
 
-    cfg = compose_train(data_dir, tmp_path, "model=fcn8s_staged", "model.init_stages=[fcn64s]")
+    cfg = compose_train(data_dir, tmp_path, "row=fcn8s_staged", "model.init_stages=[fcn64s]")
     with pytest.raises(ConfigError, match=r"model\.init_stages: no model config 'fcn64s'"):
         train(cfg)
     assert not (tmp_path / "stages").exists()  # nothing started
@@ -241,4 +243,4 @@ def test_training_length_follows_the_reference_recipe(overrides, steps, fraction
     assert cfg.trainer.max_steps == steps
     # The reference's iterations are batches (of one image); an update takes `accum` of them.
     batches = cfg.trainer.max_steps * cfg.trainer.accumulate_grad_batches
-    assert batches == round(cfg.model.paper_steps * fraction)
+    assert batches == round(cfg.recipe.paper_steps * fraction)
