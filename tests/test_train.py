@@ -69,6 +69,40 @@ def test_variant_defaults_are_the_paper_recipe(tmp_path):
         assert cfg.data.name == "paper" and cfg.data.normalization == "caffe"
 
 
+def _compose(tmp_path, *overrides):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("train", overrides=[*overrides, f"paths.output_dir={tmp_path}"])
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "name", "stages", "fixed", "lr"),
+    [
+        (["model=fcn8s", "recipe=staged"], "fcn8s_staged", ["fcn32s", "fcn16s"], False, 1e-14),
+        (["model=fcn16s", "recipe=staged"], "fcn16s_staged", ["fcn32s"], False, 1e-12),
+        (["model=fcn32s", "recipe=fixed"], "fcn32s_fixed", None, True, 1e-10),
+        (["model=fcn_alexnet"], "fcn_alexnet", None, False, 5e-10),  # backbone/variant entry
+        (["model=pool4"], "pool4", None, False, 1e-10),
+    ],
+)
+def test_recipes_give_each_model_its_reference_schedule(
+    overrides, name, stages, fixed, lr, tmp_path
+):
+    cfg = _compose(tmp_path, *overrides)
+    model = cfg["model"]
+    assert (model["name"], model["init_stages"], model["frozen_backbone"]) == (name, stages, fixed)
+    assert cfg["optim"]["lr"] == lr
+
+
+@pytest.mark.parametrize("row", ["fcn8s_staged", "fcn32s_fixed", "fcn8s_atonce", "pool3"])
+def test_a_row_is_the_same_run_as_its_model_and_recipe(row, tmp_path):
+    recipe = {"fcn8s_staged": ("fcn8s", "staged"), "fcn32s_fixed": ("fcn32s", "fixed")}
+    model, chosen = recipe.get(row, (row, "paper"))
+    by_row = _compose(tmp_path, f"row={row}")
+    by_parts = _compose(tmp_path, f"model={model}", f"recipe={chosen}")
+    assert by_row == by_parts
+
+
 @pytest.mark.parametrize("model", MODELS)
 def test_fast_dev_run_every_variant(model, data_dir, tmp_path):
     cfg = compose_train(data_dir, tmp_path, model, "+trainer.fast_dev_run=true")
