@@ -1,5 +1,5 @@
-"""What the console shows while Lightning runs: one step-based bar for the whole fit, a
-validation bar under it, a device line, and the model summary in one line.
+"""What the console shows while Lightning runs: one step-based bar for the whole fit and a
+validation bar under it (the device and model lines are `fcn_lightning.run.summary`).
 
 On a terminal the bars redraw in place (tqdm). Elsewhere (a SLURM .out file, a pipe, CI)
 redraws would pile up as carriage-return spam, so each bar prints a plain line every
@@ -14,11 +14,10 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 import pytorch_lightning as pl
-import torch
-from pytorch_lightning.callbacks import ModelSummary, TQDMProgressBar
+from pytorch_lightning.callbacks import TQDMProgressBar
 from pytorch_lightning.callbacks.progress.tqdm_progress import Tqdm, convert_inf
-from pytorch_lightning.utilities.model_summary import summarize
-from pytorch_lightning.utilities.model_summary.model_summary import get_human_readable_count
+
+from fcn_lightning.run.summary import device_line
 
 T = TypeVar("T")
 
@@ -163,24 +162,6 @@ def track(
         bar_format=BAR_FORMAT,
         line_every=None if is_terminal() else line_every,
     )
-
-
-def device_line(trainer: pl.Trainer) -> str:
-    """One line for what Lightning's `GPU available: ... / TPU available: ...` said."""
-    device = trainer.strategy.root_device
-    name = device.type
-    if device.type == "cuda":
-        name += f" ({torch.cuda.get_device_name(device)})"
-    elif device.type == "cpu":
-        threads = torch.get_num_threads()
-        name += f" ({threads} thread{'s' if threads > 1 else ''})"
-    parts = [name]
-    if trainer.world_size > 1:
-        strategy = type(trainer.strategy).__name__.removesuffix("Strategy").lower()
-        parts = [f"{trainer.world_size} processes x {name}", strategy]
-        if trainer.num_nodes > 1:
-            parts.append(f"{trainer.num_nodes} nodes")
-    return f"device: {', '.join(parts)}, precision {trainer.precision}"
 
 
 class StepProgressBar(TQDMProgressBar):
@@ -383,25 +364,3 @@ class StepProgressBar(TQDMProgressBar):
         batch_idx: int, dataloader_idx: int = 0,
     ) -> None:  # fmt: skip
         self._advance(self._predict_progress_bar, batch_idx)
-
-
-class ModelSummaryLine(ModelSummary):
-    """Lightning's model summary in one line: the model, its parameters and size. No layer
-    table, and no FLOPs: Lightning counts them only for a model with an example input, so
-    it printed ``Total FLOPs: 0`` (``python -m fcn_lightning.bench.flops`` counts them)."""
-
-    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not self._max_depth or not trainer.is_global_zero:
-            return
-        summary = summarize(pl_module, max_depth=1)
-        model = dict(pl_module.hparams.get("model") or {}) if pl_module.hparams else {}
-        name = model.get("name") or type(pl_module).__name__
-        if model.get("backbone"):
-            name += f" ({model['backbone']})"
-        total, trainable = summary.total_parameters, summary.trainable_parameters
-        print(
-            f"model: {name}, {get_human_readable_count(total).strip()} parameters "
-            f"({get_human_readable_count(trainable).strip()} trainable), "
-            f"{summary.model_size:.1f} MB",
-            flush=True,
-        )
