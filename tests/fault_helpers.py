@@ -116,12 +116,16 @@ def processes_mentioning(text: str) -> list[int]:
 
 class SignalAt(pl.Callback):
     """Sends this process `signum` (a name: TERM, INT, USR1, USR2) in the middle of training
-    step `step`, as a scheduler would at a random moment."""
+    step `step`, as a scheduler would at a random moment; with `variant`, only in the
+    training of that model variant (a stage of a staged job)."""
 
-    def __init__(self, step: int, signum: str):
+    def __init__(self, step: int, signum: str, variant: str | None = None):
         self.step = step
         self.signum = getattr(signal, f"SIG{signum}")
+        self.variant = variant
 
     def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        if self.variant is not None and pl_module.hparams.model["variant"] != self.variant:
+            return
         if trainer.global_step == self.step:
             os.kill(os.getpid(), self.signum)

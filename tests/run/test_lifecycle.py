@@ -242,3 +242,30 @@ def test_a_run_shorter_than_the_validation_interval_still_validates_at_its_end(d
     train(compose_train(data_dir, run, *short))
     assert _val_steps(run) == [2]  # the sanity check is not a validation
     assert (run / "metrics.md").read_text().startswith("step 2\n")
+
+
+@pytest.mark.slow
+def test_a_staged_job_stopped_in_its_last_stage_resumes_there_and_trains_nothing_twice(
+    data_dir, tmp_path
+):
+    run = tmp_path / "run"
+    staged = ["model=fcn8s", "recipe=staged", "trainer.max_steps=3", "trainer.val_check_interval=2"]
+    send = ["+callbacks.signal._target_=tests.fault_helpers.SignalAt", "+callbacks.signal.step=0",
+            "+callbacks.signal.signum=TERM", "+callbacks.signal.variant=fcn8s"]  # fmt: skip
+    stopped = train_cli(data_dir, run, *staged, *send, cwd=tmp_path)
+    assert stopped.returncode == 143, stopped.stderr[-3000:]
+    assert last(run)["global_step"] == 1  # the final stage, cut after its first step
+    stages = {p.name: digests(p) for p in (run / "stages").iterdir()}
+    assert sorted(stages) == ["0_fcn32s", "1_fcn16s"]
+
+    resumed = train_cli(data_dir, run, *staged, cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "at step 1" in resumed.stdout + resumed.stderr
+    assert last(run)["global_step"] == 3
+    for name, before in stages.items():  # the finished stages: not trained again
+        assert digests(run / "stages" / name) == before, name
+    # Once more, finished: nothing trained, nothing written.
+    before = digests(run)
+    again = train_cli(data_dir, run, *staged, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert digests(run) == before
