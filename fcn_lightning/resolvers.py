@@ -30,11 +30,12 @@ STAGED_CHAIN = ("fcn32s", "fcn16s", "fcn8s")
 
 def recipe_entry(table, backbone: str, variant: str):
     """A recipe table's value for this model: ``<backbone>/<variant>``, else ``<variant>``,
-    else ``default`` (recipe.paper_lr, recipe.paper_steps)."""
+    else ``default`` (recipe.paper_lr, recipe.paper_steps); None for a variant the table
+    does not know, which the model builder then refuses by name."""
     for key in (f"{backbone}/{variant}", variant, "default"):
         if key in table:
             return table[key]
-    raise KeyError(f"the recipe has no entry for {variant!r} (nor a default): add one")
+    return None
 
 
 def stages_before(variant: str, staged: bool) -> list[str] | None:

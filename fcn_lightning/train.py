@@ -36,7 +36,7 @@ from fcn_lightning.run.processes import (
     stop_other_ranks,
 )
 from fcn_lightning.run.resume import Start, plan_start
-from fcn_lightning.run.rundir import RunDir
+from fcn_lightning.run.rundir import RunDir, RunLock
 from fcn_lightning.run.signals import StopSignals
 from fcn_lightning.run.stages import run_earlier_stages
 
@@ -106,11 +106,11 @@ def start_record(cfg: DictConfig, run: RunDir, start: Start) -> None:
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit (and optionally test) one configuration; returns the final metrics."""
     run = RunDir(cfg.paths.output_dir)
-    with run.lock():
-        return _train(cfg, run)
+    with run.lock() as held:
+        return _train(cfg, run, held)
 
 
-def _train(cfg: DictConfig, run: RunDir) -> dict[str, float]:
+def _train(cfg: DictConfig, run: RunDir, held: RunLock) -> dict[str, float]:
     start = plan_start(cfg, run)
     if start.finished:
         return finished_run(run, start)
@@ -132,6 +132,7 @@ def _train(cfg: DictConfig, run: RunDir) -> dict[str, float]:
     signals = StopSignals()
     lifecycle = RunLifecycle(run, resolved(cfg), start, signals)
     trainer = build_trainer(cfg, run, lifecycle)
+    held.announce()
     start_record(cfg, run, start)
     for logger in trainer.loggers:
         logger.log_hyperparams({"config": resolved(cfg)})

@@ -120,10 +120,12 @@ def _resume(cfg: DictConfig, path: str) -> Start:
     saved = checkpoint.get(CONFIG_KEY) or {k: hparams[k] for k in ("model", "optim", "loss")}
     requested = resolved(cfg)
     old, new = flatten(saved), flatten(requested)
+    # The shapes: from the model's own record (hyper_parameters), what its weights are.
+    shapes = {**old, **flatten({"model": hparams["model"]})}
     for key in SHAPE_KEYS:
-        if key in old and old[key] != new.get(key):
+        if key in shapes and shapes[key] != new.get(key):
             raise ConfigError(
-                f"ckpt_path={path}: the checkpoint was trained with {key}={old[key]} but this "
+                f"ckpt_path={path}: the checkpoint was trained with {key}={shapes[key]} but this "
                 f"run has {key}={new.get(key)}; resume with the settings it was trained with, "
                 "or start a new run with model.init_from to copy the layers that fit"
             )

@@ -27,6 +27,7 @@ import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pytorch_lightning.utilities import rank_zero_only
 
@@ -143,12 +144,14 @@ class RunDir:
         return target
 
     @contextlib.contextmanager
-    def lock(self) -> Iterator[None]:
+    def lock(self) -> Iterator[RunLock]:
         """Hold the run directory for this process; a second one is refused in one line
         naming the holder. The lock is the kernel's (flock), so it dies with its holder,
-        however that ends; the file stays and is reused."""
+        however that ends; the file stays and is reused. Taking it writes nothing into an
+        existing lock file: the holder is written by `RunLock.announce`, once the run's
+        inputs passed their checks."""
         if rank_zero_only.rank != 0:  # DDP ranks train in their rank 0's directory
-            yield
+            yield RunLock(None)
             return
         self.path.mkdir(parents=True, exist_ok=True)
         path = self.path / LOCK_NAME
@@ -156,18 +159,42 @@ class RunDir:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "another process"
+            holder = _holder(path, handle)
             handle.close()
             raise ConfigError(
                 f"run directory {self.path} is in use by {holder}; wait for it to end, or "
                 "give this run its own directory (hydra.run.dir=...)"
             ) from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
-        handle.flush()
         try:
-            yield
+            yield RunLock(handle)
         finally:
             handle.close()
+
+
+@dataclass
+class RunLock:
+    handle: Any
+
+    def announce(self) -> None:
+        """Name this process in the lock file, for the message a second one gets."""
+        if self.handle is None:
+            return
+        self.handle.seek(0)
+        self.handle.truncate()
+        self.handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+        self.handle.flush()
+
+
+def _holder(path: Path, handle: Any) -> str:
+    """Who holds the flock on ``path``: the kernel's word (/proc/locks) for a local file
+    system, else what the holder wrote into the file."""
+    handle.seek(0)
+    written = handle.read().strip()
+    inode = f":{os.stat(path).st_ino} "
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/locks").read_text().splitlines():
+            fields = line.split()
+            if "FLOCK" in fields and inode in f"{line} ":
+                pid = fields[fields.index("FLOCK") + 3]
+                return written if written.startswith(f"pid {pid} ") else f"pid {pid}"
+    return written or "another process"
