@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, ListConfig
 from pytorch_lightning.utilities import rank_zero_only
 
 from fcn_lightning.errors import ConfigError
@@ -78,6 +78,7 @@ def plan_start(cfg: DictConfig, run: RunDir) -> Start:
     """Decide, before anything is written, how the run in ``run`` starts."""
     requested = cfg.get("ckpt_path", "auto")
     resume_cfg = cfg.get("resume") or {}
+    _check_resume_keys(resume_cfg)
     # Rank 0 decides for a DDP job; the other ranks start after it may have written its
     # first files (csv/hparams.yaml), and before any checkpoint of this start exists.
     other_rank = rank_zero_only.rank != 0
@@ -109,6 +110,20 @@ def plan_start(cfg: DictConfig, run: RunDir) -> Start:
     return _resume(cfg, str(path))
 
 
+def _check_resume_keys(resume_cfg: Any) -> None:
+    allowed = resume_cfg.get("allow_changes")
+    if allowed is not None and (
+        not isinstance(allowed, (list, ListConfig)) or not all(isinstance(k, str) for k in allowed)
+    ):
+        raise ConfigError(
+            f"resume.allow_changes={allowed!r}: give a list of config keys, "
+            "e.g. resume.allow_changes=[optim.lr,optim.momentum]"
+        )
+    overwrite = resume_cfg.get("overwrite", False)
+    if not isinstance(overwrite, bool):
+        raise ConfigError(f"resume.overwrite={overwrite!r}: choose true or false")
+
+
 def _resume(cfg: DictConfig, path: str) -> Start:
     checkpoint = read_checkpoint(path, key="ckpt_path", mmap=True)
     hparams = checkpoint.get("hyper_parameters") if isinstance(checkpoint, dict) else None
@@ -132,6 +147,12 @@ def _resume(cfg: DictConfig, path: str) -> Start:
     step = int(checkpoint.get("global_step", 0))
     changes = guarded_changes(old, new)
     allowed = [str(key) for key in (cfg.get("resume") or {}).get("allow_changes") or []]
+    unknown = [name for name in allowed if not any(_named(key, [name]) for key in new)]
+    if unknown:
+        raise ConfigError(
+            f"resume.allow_changes: {', '.join(unknown)} is no config key; name keys as the "
+            "refusal lists them, e.g. optim.lr"
+        )
     refused = {k: v for k, v in changes.items() if not _named(k, allowed)}
     if refused:
         listed = "; ".join(f"{k}: {_show(a)} -> {_show(b)}" for k, (a, b) in refused.items())

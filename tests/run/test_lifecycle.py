@@ -269,3 +269,22 @@ def test_a_staged_job_stopped_in_its_last_stage_resumes_there_and_trains_nothing
     again = train_cli(data_dir, run, *staged, cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
     assert digests(run) == before
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("resume.allow_changes=optim.lr", r"resume.allow_changes='optim.lr': give a list"),
+        ("resume.allow_changes=[optim.lrr]", r"resume.allow_changes: optim.lrr is no config key"),
+        ("resume.overwrite=maybe", r"resume.overwrite='maybe': choose true or false"),
+    ],
+)
+def test_a_wrong_resume_setting_is_one_error_and_writes_nothing(
+    override, message, data_dir, tmp_path
+):
+    run = tmp_path / "run"
+    train(compose_train(data_dir, run))
+    before = digests(run)
+    with pytest.raises(ConfigError, match=message):
+        train(compose_train(data_dir, run, "trainer.max_steps=4", override))
+    assert digests(run) == before
