@@ -31,6 +31,7 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor
 
+from fcn_lightning import resolvers  # noqa: F401  (the configs it composes use them)
 from fcn_lightning.errors import WeightsError
 from fcn_lightning.interop.caffemodel import CaffeLayer, read_caffemodel
 from fcn_lightning.interop.torchfcn import torchfcn_to_fcn_lightning, vgg_conv_indices
