@@ -21,6 +21,7 @@ from fcn_lightning.loss import median_frequency_weights
 from fcn_lightning.metrics import markdown_table
 from fcn_lightning.models import init_from_checkpoint
 from fcn_lightning.module import FCNModule
+from fcn_lightning.report.results import read_run
 from fcn_lightning.run.boundary import user_errors
 from fcn_lightning.run.checkpoint_io import AtomicCheckpointIO, remove_partial_checkpoints
 from fcn_lightning.run.config import CONF_DIR, resolved, save_config
@@ -169,20 +170,8 @@ def finished_run(run: RunDir, start: Start) -> dict[str, float]:
     )  # fmt: skip
     if run.metrics_file.is_file():
         print(f"\n{run.metrics_file.read_text()}")
-    return read_metrics(run)
-
-
-def read_metrics(run: RunDir) -> dict[str, float]:
-    """The scores of the last validation recorded in the run's CSV segments."""
-    import csv
-
-    metrics: dict[str, float] = {}
-    for segment in run.csv_segments():
-        with segment.open(newline="") as f:
-            for row in csv.DictReader(f):
-                if row.get("val/mean_iu"):
-                    metrics = {k: float(v) for k, v in row.items() if k.startswith("val") and v}
-    return metrics
+    recorded = read_run(run.path)  # the scores of its last validation, from its CSV record
+    return {} if recorded is None else {f"val/{k}": v / 100 for k, v in recorded.scores.items()}
 
 
 def report_final(lifecycle: RunLifecycle, trainer: pl.Trainer, run: RunDir) -> None:
