@@ -154,13 +154,13 @@ def continue_curves(chain: list[RunResult | None]) -> None:
 
 def _continue_stage_curves(runs: dict[Path, RunResult]) -> None:
     """A staged job's stages (``<job>/stages/<i>_<variant>``), then the job's own run."""
-    jobs = {d.parent.parent for d in runs if d.parent.name == STAGES_DIR}
-    jobs |= {d for d in runs if (d / STAGES_DIR).is_dir()}
-    for job in jobs:
-        stages = sorted(
-            (d for d in runs if d.parent == job / STAGES_DIR), key=lambda d: RunDir(d).stage_index()
-        )
-        continue_curves([*(runs[d] for d in stages), runs.get(job)])
+    stages_of: dict[Path, list[RunDir]] = {d: [] for d in runs if (d / STAGES_DIR).is_dir()}
+    for stage in (RunDir(d) for d in runs):
+        if stage.is_stage():
+            stages_of.setdefault(stage.job().path, []).append(stage)
+    for job, stages in stages_of.items():
+        chain = sorted(stages, key=RunDir.stage_index)
+        continue_curves([*(runs[s.path] for s in chain), runs.get(job)])
 
 
 def _pct(value: float | None) -> str:

@@ -7,6 +7,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from fcn_lightning.run.rundir import RunDir
+
 
 def _conf_dir() -> Path:
     """The Hydra config tree: ``fcn_lightning/conf`` inside an installed wheel, else the
@@ -33,5 +35,6 @@ def resolved(cfg: DictConfig) -> dict[str, Any]:
 
 def save_config(cfg: DictConfig, run_dir: Path) -> None:
     """Keep the resolved config beside the run (``config_resolved.yaml``)."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config_resolved.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    run = RunDir(run_dir)
+    run.path.mkdir(parents=True, exist_ok=True)
+    run.config_file.write_text(OmegaConf.to_yaml(cfg, resolve=True))

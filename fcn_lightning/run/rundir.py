@@ -85,10 +85,6 @@ class RunDir:
     def metrics_file(self) -> Path:
         return self.path / METRICS_NAME
 
-    @property
-    def samples(self) -> Path:
-        return self.path / "samples"
-
     def stage(self, index: int, variant: str) -> RunDir:
         return RunDir(self.path / STAGES_DIR / f"{index}_{variant}")
 
