@@ -29,7 +29,10 @@ from fcn_lightning.run.processes import (
 )
 from fcn_lightning.run.progress import StepProgressBar
 
-DEVICE_KEYS = ("accelerator", "devices", "num_nodes", "strategy", "precision", "ddp_timeout_s")
+DEVICE_KEYS = (
+    "accelerator", "devices", "num_nodes", "strategy", "precision",
+    "ddp_timeout_s", "ddp_startup_timeout_s",
+)  # fmt: skip
 
 
 def eval_datamodule(cfg: DictConfig, checkpoint: dict[str, Any]) -> SegmentationDataModule:

@@ -71,13 +71,35 @@ def isolated_job() -> Iterator[None]:
         os.environ.update(environ)
 
 
+class TimedDDPStrategy(DDPStrategy):
+    """DDP with two timeouts: ``startup`` for the rendezvous (every rank started and
+    connected; a rank's start-up is imports plus data checks, slow on a loaded node) and
+    ``collective`` for each collective once running (how long the healthy ranks wait for a
+    hung or silently dead one). One timeout for both would make a short hang bound fail
+    jobs whose ranks merely start slowly."""
+
+    def __init__(self, *, startup: timedelta, collective: timedelta, **kwargs: Any) -> None:
+        super().__init__(timeout=startup, **kwargs)
+        self.collective_timeout = collective
+
+    def setup_distributed(self) -> None:
+        super().setup_distributed()  # rendezvous under the start-up timeout
+        torch.distributed.set_timeout(self.collective_timeout)
+        self._timeout = self.collective_timeout
+
+
 def apply_ddp_timeout(trainer_cfg: dict[str, Any]) -> None:
-    """Replace ``strategy: ddp`` by a DDP strategy with ``ddp_timeout_s`` (popped): a rank
-    that hangs, or whose peer died without the launcher noticing, fails after this long in
-    a collective instead of holding every device of the job forever."""
+    """Replace ``strategy: ddp`` by a DDP strategy with ``ddp_timeout_s`` for collectives
+    and ``ddp_startup_timeout_s`` for the rendezvous (both popped): a rank that hangs, or
+    whose peer died without the launcher noticing, fails after ``ddp_timeout_s`` in a
+    collective instead of holding every device of the job forever."""
     timeout_s = trainer_cfg.pop("ddp_timeout_s", None)
+    startup_s = trainer_cfg.pop("ddp_startup_timeout_s", None) or timeout_s
     if trainer_cfg.get("strategy") == "ddp" and timeout_s:
-        trainer_cfg["strategy"] = DDPStrategy(timeout=timedelta(seconds=timeout_s))
+        trainer_cfg["strategy"] = TimedDDPStrategy(
+            startup=timedelta(seconds=max(startup_s, timeout_s)),
+            collective=timedelta(seconds=timeout_s),
+        )
 
 
 def stop_other_ranks(trainer: pl.Trainer) -> None:
