@@ -21,6 +21,7 @@ from fcn_lightning.loss import median_frequency_weights
 from fcn_lightning.metrics import markdown_table
 from fcn_lightning.models import init_from_checkpoint
 from fcn_lightning.module import FCNModule
+from fcn_lightning.prerequisites import check_prerequisites
 from fcn_lightning.report.results import read_run
 from fcn_lightning.run.boundary import user_errors
 from fcn_lightning.run.checkpoint_io import AtomicCheckpointIO, remove_partial_checkpoints
@@ -115,6 +116,7 @@ def _train(cfg: DictConfig, run: RunDir, held: RunLock) -> dict[str, float]:
     start = plan_start(cfg, run)
     if start.finished:
         return finished_run(run, start)
+    check_prerequisites(cfg, resuming=start.ckpt_path is not None)  # all at once, none fetched
     if start.ckpt_path is not None:
         log.info("resuming %s at step %d", start.ckpt_path, start.step)
     elif cfg.model.get("init_stages"):
@@ -195,7 +197,7 @@ def report_final(lifecycle: RunLifecycle, trainer: pl.Trainer, run: RunDir) -> N
 def main(cfg: DictConfig) -> float | None:
     die_with_launcher()
     metrics = None
-    with user_errors(), isolated_job():
+    with user_errors(cfg, "train"), isolated_job():
         gpu = claimed_gpu() if cfg.get("claim_gpu") else contextlib.nullcontext()
         with gpu:
             metrics = train(cfg)

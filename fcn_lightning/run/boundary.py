@@ -1,10 +1,20 @@
-"""The error boundary: a user's mistake ends as one ``error:`` line and exit status 2;
-in a multirun, as a failed job listed at the end of the sweep."""
+"""The error boundary of every entry point.
+
+- A user's mistake (`FCNError`) ends as one ``error:`` line and exit status 2; in a
+  multirun, as a failed job listed at the end of the sweep.
+- Anything else is a bug: its traceback, then one ``error: internal error`` line, and
+  exit status 1; in a multirun the job is recorded as failed the same way and the sweep
+  goes on.
+- A run directory this launch created, that still holds nothing but Hydra's own notes
+  when the launch fails, is removed: a failed start leaves nothing new on disk.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import shutil
 import sys
+import traceback
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,27 +25,81 @@ from omegaconf import DictConfig
 from fcn_lightning.errors import FCNError
 
 FAILED_MARKER = "FAILED.txt"
+INTERNAL = "internal error"
+USER_ERROR_STATUS = 2
+INTERNAL_ERROR_STATUS = 1
+# What a run directory holds before the task writes anything of its own: Hydra's notes,
+# the task's log and the run's lock file (fcn_lightning/run/rundir.py).
+HYDRA_NOTES = (".hydra", ".lock")
+
+# Where this launch's run directory is and whether it existed before (RunDirRecord).
+_launch: dict[str, Any] = {}
 
 
 @contextlib.contextmanager
-def user_errors() -> Iterator[None]:
-    """Turn an `FCNError` into its one-line message on stderr and exit status 2.
+def user_errors(cfg: DictConfig | None = None, task: str | None = None) -> Iterator[None]:
+    """The boundary around an entry point's work; with ``cfg`` and ``task`` it first
+    checks the config against the task's typed schema (`run.check_config`).
 
     In a multirun, exiting would end the whole sweep at its first bad point; the job's
     failure is written to ``FAILED.txt`` in its directory instead, the other jobs run,
-    and `SweepSummary` lists the failures at the end and exits 2.
+    and `SweepSummary` lists the failures at the end and exits 2 (1 if one was a bug).
     """
     job_dir = _multirun_job_dir()
     if job_dir is not None:
         (job_dir / FAILED_MARKER).unlink(missing_ok=True)  # from an earlier attempt
     try:
+        if cfg is not None and task is not None:
+            from fcn_lightning.run.check_config import check_config
+
+            check_config(cfg, task)
         yield
     except FCNError as error:
         print(f"error: {error}", file=sys.stderr)
         if job_dir is None:
-            sys.exit(2)
-        job_dir.mkdir(parents=True, exist_ok=True)
-        (job_dir / FAILED_MARKER).write_text(f"{error}\n")
+            _remove_new_run_dir()
+            sys.exit(USER_ERROR_STATUS)
+        _record_failure(job_dir, str(error))
+    except Exception as error:  # not KeyboardInterrupt or SystemExit (signals, exits)
+        traceback.print_exc()
+        first = (str(error).strip().splitlines() or [""])[0]
+        name = type(error).__name__
+        line = f"{INTERNAL} (a bug in fcn-lightning, not in your input): {name}: {first}"
+        print(f"error: {line}; please report it with the traceback above", file=sys.stderr)
+        if job_dir is None:
+            sys.exit(INTERNAL_ERROR_STATUS)
+        _record_failure(job_dir, f"{line}\n\n{traceback.format_exc()}")
+
+
+def _record_failure(job_dir: Path, text: str) -> None:
+    job_dir.mkdir(parents=True, exist_ok=True)
+    (job_dir / FAILED_MARKER).write_text(f"{text}\n")
+
+
+class RunDirRecord(Callback):
+    """Notes, before Hydra creates it, whether this launch's run directory already exists
+    (a resumed run, a rerun) or is new (and so may be removed if the start fails)."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        _launch.clear()
+        with contextlib.suppress(Exception):  # a run dir Hydra cannot resolve: keep all
+            run_dir = Path(str(config.hydra.run.dir)).absolute()
+            _launch.update(run_dir=run_dir, existed=run_dir.exists())
+
+
+def _remove_new_run_dir() -> None:
+    """Remove the run directory of a failed single run if this launch created it and it
+    holds nothing but Hydra's notes and this task's log."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not _launch or _launch["existed"] or not HydraConfig.initialized():
+        return
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir).absolute()
+    if run_dir != _launch["run_dir"] or not run_dir.is_dir():
+        return
+    if all(e.name in HYDRA_NOTES or e.suffix == ".log" for e in run_dir.iterdir()):
+        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def _multirun_hydra_config() -> DictConfig | None:
@@ -54,13 +118,17 @@ def _multirun_job_dir() -> Path | None:
 
 
 class SweepSummary(Callback):
-    """At the end of a multirun: every job that failed, with its message; exit status 2."""
+    """At the end of a multirun: every job that failed, with its message; exit status 2,
+    or 1 when a job failed on a bug."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         failed = sorted(Path(config.hydra.sweep.dir).glob(f"*/{FAILED_MARKER}"))
         if not failed:
             return
         print(f"error: {len(failed)} job(s) of this multirun failed:", file=sys.stderr)
+        bug = False
         for marker in failed:
-            print(f"  {marker.parent.name}: {marker.read_text().strip()}", file=sys.stderr)
-        sys.exit(2)
+            first = (marker.read_text().strip().splitlines() or [""])[0]
+            bug |= first.startswith(INTERNAL)
+            print(f"  {marker.parent.name}: {first}", file=sys.stderr)
+        sys.exit(INTERNAL_ERROR_STATUS if bug else USER_ERROR_STATUS)
