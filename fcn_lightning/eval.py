@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+import inspect
 import json
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
 import hydra
 import pytorch_lightning as pl
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from fcn_lightning import resolvers  # noqa: F401  (registers the config resolvers)
 from fcn_lightning.data.datamodule import SegmentationDataModule, build_datamodule
 from fcn_lightning.errors import ConfigError
 from fcn_lightning.metrics import markdown_table
-from fcn_lightning.models.checkpoints import read_checkpoint
+from fcn_lightning.models.checkpoints import (
+    TrainedWith,
+    command_line_keys,
+    read_checkpoint,
+    settle,
+)
 from fcn_lightning.models.inference import apply_inference
 from fcn_lightning.module import load_module
 from fcn_lightning.run.boundary import user_errors
@@ -35,38 +42,109 @@ DEVICE_KEYS = (
 )  # fmt: skip
 
 
-def eval_datamodule(cfg: DictConfig, checkpoint: dict[str, Any]) -> SegmentationDataModule:
-    """The configured data, or else the data the checkpoint was trained on."""
-    if cfg.get("data") is not None:
-        return build_datamodule(cfg.data)
-    hparams = dict(checkpoint.get("datamodule_hyper_parameters") or {})
-    if not hparams:
-        raise ConfigError(
-            f"ckpt_path={cfg.ckpt_path}: holds no data settings; choose the data with data=<preset>"
-        )
+def eval_datamodule(
+    cfg: DictConfig, checkpoint: dict[str, Any], typed: Collection[str] = ()
+) -> SegmentationDataModule:
+    """The configured data, or else the data the checkpoint was trained on; either way
+    with the checkpoint's normalisation and class count (`typed`: the keys the user set).
+
+    A normalisation or class list the user typed that differs from the checkpoint's is
+    refused; one that a preset merely defaults to is replaced by the checkpoint's. Data
+    with another class count is refused: its labels cannot be scored by this model.
+    """
+    trained = TrainedWith.of(checkpoint.get("hyper_parameters") or {})
+    given = OmegaConf.to_container(cfg.data, resolve=True) if cfg.get("data") is not None else {}
+    assert isinstance(given, dict)
+    if "_target_" in given:  # data=<preset>
+        hparams = given
+    else:  # the checkpoint's data, with any +data.<key>=... on top
+        hparams = dict(checkpoint.get("datamodule_hyper_parameters") or {})
+        if not hparams:
+            raise ConfigError(
+                f"ckpt_path={cfg.ckpt_path}: holds no data settings; choose the data with "
+                "data=<preset>"
+            )
+        hparams.update(batch_size=cfg.batch_size, val_batch_size=cfg.batch_size)
+        hparams.update(num_workers=cfg.num_workers, download=False, generate=False)
+        unknown = sorted(set(given) - set(inspect.signature(SegmentationDataModule).parameters))
+        if unknown:
+            raise ConfigError(f"data.{unknown[0]}: no such data setting; see conf/data_base.yaml")
+        hparams.update(given)
     if cfg.get("data_dir"):
         hparams["data_dir"] = cfg.data_dir
-    hparams.update(batch_size=cfg.batch_size, val_batch_size=cfg.batch_size)
-    hparams.update(num_workers=cfg.num_workers, download=False, generate=False)
-    return SegmentationDataModule(**hparams)
+    hparams["normalization"] = settle(
+        "data.normalization", hparams.get("normalization"), trained.normalization,
+        ckpt_path=cfg.ckpt_path, typed=typed,
+        fix="drop the override: eval feeds the model as it was trained",
+    )  # fmt: skip
+    check_class_count(cfg, hparams.get("num_classes", 21), trained, typed)
+    target = {"_target_": f"{SegmentationDataModule.__module__}.SegmentationDataModule"}
+    datamodule = build_datamodule({**target, **hparams})
+    check_class_names(cfg, datamodule, trained, typed)
+    return datamodule
 
 
-def evaluate(cfg: DictConfig) -> dict[str, Any]:
-    """Validate the checkpoint on the chosen split and write metrics.json / metrics.md."""
+def check_class_count(
+    cfg: DictConfig, num_classes: int, trained: TrainedWith, typed: Collection[str]
+) -> None:
+    if num_classes == trained.num_classes:
+        return
+    source = (
+        "data.num_classes" if "data.num_classes" in typed
+        else f"data={cfg.data.name}" if cfg.get("data") is not None and "name" in cfg.data
+        else "the checkpoint's data settings"
+    )  # fmt: skip
+    raise ConfigError(
+        f"ckpt_path={cfg.ckpt_path} predicts {trained.num_classes} classes but the data has "
+        f"{num_classes} (data.num_classes={num_classes}, from {source}); choose matching "
+        f"data: leave data= out to score on the data it was trained on, or data with "
+        f"{trained.num_classes} classes"
+    )
+
+
+def check_class_names(
+    cfg: DictConfig, datamodule: SegmentationDataModule, trained: TrainedWith,
+    typed: Collection[str],
+) -> None:  # fmt: skip
+    """The table shows the checkpoint's class names; a class list typed that names
+    them otherwise is refused (one that names none: the data's are used)."""
+    names = tuple(datamodule.class_names)
+    if trained.class_names is None or names == trained.class_names:
+        return
+    if "data.classes" in typed:
+        raise ConfigError(
+            f"data.classes={datamodule.hparams.classes}: names the classes {_few(names)} but "
+            f"ckpt_path={cfg.ckpt_path} was trained with {_few(trained.class_names)}; drop "
+            "the override: the table uses the checkpoint's class names"
+        )
+    log.info(
+        "data.classes=%s (a preset's default) replaced by the checkpoint's class names",
+        datamodule.hparams.classes,
+    )
+
+
+def _few(names: tuple[str, ...]) -> str:
+    shown = ", ".join(names[:4]) + (", ..." if len(names) > 4 else "")
+    return f"[{shown}] ({len(names)})"
+
+
+def evaluate(cfg: DictConfig, typed: Collection[str] = ()) -> dict[str, Any]:
+    """Validate the checkpoint on the chosen split and write metrics.json / metrics.md.
+
+    ``typed``: the config keys the user set on the command line (`command_line_keys`);
+    only those are refused when they contradict the checkpoint.
+    """
     print_config(cfg, kept_in=None)
     checkpoint = read_checkpoint(cfg.ckpt_path, key="ckpt_path")
     module = load_module(cfg.ckpt_path)
     inference = apply_inference(module, resolved(cfg.inference) if "inference" in cfg else None)
-    datamodule = eval_datamodule(cfg, checkpoint)
+    datamodule = eval_datamodule(cfg, checkpoint, typed)
+    if module.hparams.get("class_names") is None:  # a checkpoint that names no classes
+        module.class_names = list(datamodule.class_names)
     if cfg.split not in ("val", "test"):
         datamodule.hparams.val_split = cfg.split
     elif cfg.split == "test":
         datamodule.hparams.val_split = datamodule.hparams.test_split
-    if datamodule.num_classes != module.num_classes:
-        raise ConfigError(
-            f"ckpt_path={cfg.ckpt_path} predicts {module.num_classes} classes but the data "
-            f"has {datamodule.num_classes}; choose matching data"
-        )
     # Devices and strategy from the trainer node, so `trainer=ddp_cpu` or `trainer=ddp`
     # scores a split with several processes (each image on exactly one of them).
     trainer_cfg = {k: v for k, v in resolved(cfg.trainer).items() if k in DEVICE_KEYS}
@@ -103,7 +181,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 def main(cfg: DictConfig) -> None:
     die_with_launcher()
     with user_errors(), isolated_job():
-        evaluate(cfg)
+        evaluate(cfg, command_line_keys())
 
 
 if __name__ == "__main__":

@@ -14,23 +14,30 @@ The ``inference`` node of `eval` and `predict` goes into the graph too:
 / ``inference.tta.scales`` export as one graph that computes what ``eval`` computes with the
 same settings, at any size. ONNX cannot express the antialiased shrinking of scales below 1;
 those export to TorchScript only.
+
+The normalisation recorded or baked in is the checkpoint's (``normalization=`` may only
+repeat it). ``out=`` must name a file in a writable folder that exists; nothing is
+written before every setting has passed its check.
 """
 
 from __future__ import annotations
 
+import difflib
 import json
+import tempfile
 import warnings
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
 import hydra
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import Tensor, nn
 
 from fcn_lightning import resolvers  # noqa: F401  (registers the config resolvers)
 from fcn_lightning.errors import ConfigError, WeightsError
-from fcn_lightning.models.checkpoints import read_checkpoint
+from fcn_lightning.models.checkpoints import TrainedWith, command_line_keys, read_checkpoint, settle
 from fcn_lightning.models.inference import Inference, inference_net
 from fcn_lightning.module import load_module
 from fcn_lightning.normalization import InputNorm, get_input_norm
@@ -84,10 +91,62 @@ def export_metadata(module: Any, cfg: DictConfig, checkpoint: dict[str, Any]) ->
     }
 
 
+def check_format(fmt: Any) -> str:
+    if fmt not in FORMATS:
+        close = difflib.get_close_matches(str(fmt), FORMATS, n=1)
+        hint = f" (did you mean format={close[0]}?)" if close else ""
+        raise ConfigError(f"format={fmt!r}: choose one of {sorted(FORMATS)}{hint}")
+    return fmt
+
+
+def check_example_size(size: Any) -> tuple[int, int]:
+    """``example_size`` as (H, W): two positive integers."""
+    value = OmegaConf.to_container(size) if isinstance(size, ListConfig) else size
+    if (
+        not isinstance(value, list | tuple)
+        or len(value) != 2
+        or not all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+        or min(value) < 1
+    ):
+        shown = list(value) if isinstance(value, list | tuple) else value
+        raise ConfigError(
+            f"example_size={shown}: must be [height, width], two positive integers, e.g. "
+            "example_size=[224,224]"
+        )
+    return value[0], value[1]
+
+
 def output_path(cfg: DictConfig) -> Path:
-    if cfg.out:
-        return Path(cfg.out).expanduser()
-    return Path(cfg.ckpt_path).expanduser().with_suffix(FORMATS[cfg.format])
+    """Where the export goes, checked to be a writable place (nothing is written yet)."""
+    if not cfg.out:
+        return Path(cfg.ckpt_path).expanduser().with_suffix(FORMATS[cfg.format])
+    path = Path(cfg.out).expanduser()
+    if path.is_dir():
+        raise ConfigError(
+            f"out={path}: is a folder; name the file, e.g. out={path}/model{FORMATS[cfg.format]}"
+        )
+    other = {suffix: fmt for fmt, suffix in FORMATS.items() if fmt != cfg.format}
+    if path.suffix in other:
+        raise ConfigError(
+            f"out={path}: format={cfg.format} writes {cfg.format} files, this name says "
+            f"{other[path.suffix]}; name it {path.with_suffix(FORMATS[cfg.format]).name} or "
+            f"set format={other[path.suffix]}"
+        )
+    folder = path.parent
+    if not folder.is_dir():
+        what = "is a file" if folder.exists() else "does not exist"
+        raise ConfigError(
+            f"out={path}: the folder {folder} {what}; create it or choose another out="
+        )
+    try:  # os.access says yes to root on a read-only mount; a real file says what is so
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".fcn-export-probe-"):
+            pass
+    except OSError as error:
+        raise ConfigError(
+            f"out={path}: cannot write to the folder {folder} ({error.strerror}); choose a "
+            "writable folder"
+        ) from None
+    return path
 
 
 def _export_onnx(net: nn.Module, example: Tensor, path: Path, cfg: DictConfig, meta: dict) -> None:
@@ -161,15 +220,22 @@ def check_export(path: Path, fmt: str, net: nn.Module, cfg: DictConfig) -> float
     return worst
 
 
-def export(cfg: DictConfig) -> Path:
-    """Write the checkpoint's model as ONNX or TorchScript; returns the file written."""
-    if cfg.format not in FORMATS:
-        raise ConfigError(f"format={cfg.format!r}: choose one of {sorted(FORMATS)}")
-    height, width = cfg.example_size
-    if min(height, width) < 1:
-        raise ConfigError(f"example_size={list(cfg.example_size)}: must be positive")
+def export(cfg: DictConfig, typed: Collection[str] = ()) -> Path:
+    """Write the checkpoint's model as ONNX or TorchScript; returns the file written.
+
+    ``typed``: the config keys the user set on the command line (`command_line_keys`).
+    """
+    check_format(cfg.format)
+    height, width = check_example_size(cfg.example_size)
+    path = output_path(cfg)
     checkpoint = read_checkpoint(cfg.ckpt_path, key="ckpt_path")
     module = load_module(cfg.ckpt_path).eval()
+    trained = TrainedWith.of(module.hparams)
+    settle(
+        "normalization", cfg.get("normalization"), trained.normalization,
+        ckpt_path=cfg.ckpt_path, typed=typed,
+        fix="drop it: the export records (or bakes in) the checkpoint's",
+    )  # fmt: skip
     settings = Inference.from_config(resolved(cfg.inference) if "inference" in cfg else None)
     if cfg.format == "onnx" and min(settings.scales) < 1:
         raise ConfigError(
@@ -181,8 +247,6 @@ def export(cfg: DictConfig) -> Path:
     if cfg.normalize_in_graph:
         net = Normalized(net, get_input_norm(module.hparams.normalization))
     net.eval()
-    path = output_path(cfg)
-    path.parent.mkdir(parents=True, exist_ok=True)
     meta = {**export_metadata(module, cfg, checkpoint), "inference": settings.summary()}
     example = torch.rand(1, 3, height, width) * (255 if cfg.normalize_in_graph else 1)
     with warnings.catch_warnings(), torch.no_grad():
@@ -205,7 +269,7 @@ def export(cfg: DictConfig) -> Path:
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="export")
 def main(cfg: DictConfig) -> None:
     with user_errors():
-        export(cfg)
+        export(cfg, command_line_keys())
 
 
 if __name__ == "__main__":

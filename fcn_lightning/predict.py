@@ -3,10 +3,21 @@
 For each image writes ``<name>.png``, a palette PNG whose pixel values are class indices
 (the VOC label format, so it opens coloured in any viewer and reads back as labels), and
 ``<name>_overlay.jpg``, the coloured prediction blended over the image.
+
+Output names keep the inputs' folders: ``<name>`` is the image's path below the deepest
+folder that holds all the inputs, without its suffix. One image or one folder gives flat
+names (``x.jpg`` -> ``out_dir/x.png``); a list naming ``a/x.jpg`` and ``b/x.jpg`` gives
+``out_dir/a/x.png`` and ``out_dir/b/x.png``. Two inputs that would still share a name
+(``x.jpg`` and ``x.png`` in one folder), or an output that would overwrite an input, are
+refused before anything is written.
+
+The input normalisation is the checkpoint's; ``normalization=<name>`` may only repeat it.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Collection
 from pathlib import Path
 
 import hydra
@@ -16,7 +27,8 @@ from PIL import Image
 
 from fcn_lightning import resolvers  # noqa: F401  (registers the config resolvers)
 from fcn_lightning.data.readers import read_image
-from fcn_lightning.errors import DataError
+from fcn_lightning.errors import ConfigError, DataError
+from fcn_lightning.models.checkpoints import TrainedWith, command_line_keys, settle
 from fcn_lightning.models.inference import apply_inference
 from fcn_lightning.module import load_module
 from fcn_lightning.normalization import get_input_norm
@@ -27,6 +39,7 @@ from fcn_lightning.run.progress import track
 from fcn_lightning.visualize import overlay, palette_image
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm"}
+OVERLAY_SUFFIX = "_overlay.jpg"
 
 
 def list_inputs(inputs: str | Path) -> list[Path]:
@@ -60,32 +73,128 @@ def list_inputs(inputs: str | Path) -> list[Path]:
     return images
 
 
-def pick_device(name: str) -> torch.device:
+def output_names(images: list[Path], inputs: str | Path) -> list[Path]:
+    """Each image's output name relative to ``out_dir`` (without suffix): its path below
+    the deepest folder holding all the images. Refuses two images that share a name."""
+    paths = [p.absolute() for p in images]
+    common = Path(os.path.commonpath([p.parent for p in paths]))
+    names = [p.parent.relative_to(common) / p.stem for p in paths]
+    first: dict[Path, Path] = {}
+    for image, name in zip(images, names, strict=True):
+        if name in first:
+            raise DataError(
+                f"inputs={inputs}: {first[name]} and {image} would both be written as "
+                f"{name}.png; rename one of them, or predict them in separate runs"
+            )
+        first[name] = image
+    return names
+
+
+def pick_device(name: str | int) -> torch.device:
+    """The torch device ``device=`` names; refuses one this machine does not have."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError, ValueError):
+        raise ConfigError(f"device={name}: choose auto, cpu, cuda or cuda:<index>") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(
+                f"device={name}: no CUDA device is available on this machine; use "
+                "device=cpu or device=auto"
+            )
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            raise ConfigError(
+                f"device={name}: this machine has {count} CUDA device(s), cuda:0 to "
+                f"cuda:{count - 1}; choose one of them, or device=auto"
+            )
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"device={name}: MPS is not available here; use device=cpu or auto")
+    elif device.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"device={name}: choose auto, cpu, cuda or cuda:<index>")
+    return device
+
+
+def check_out_dir(out_dir: str | Path) -> Path:
+    """``out_dir`` as a folder that is there or can be made (nothing is made yet)."""
+    path = Path(out_dir).expanduser()
+    if path.exists() and not path.is_dir():
+        raise ConfigError(
+            f"out_dir={path}: is a file, not a folder; choose a folder (it is created if missing)"
+        )
+    above = next((p for p in path.parents if p.exists()), None)
+    if above is not None and not above.is_dir():
+        raise ConfigError(f"out_dir={path}: {above} is a file, not a folder; choose a folder")
+    return path
+
+
+def _is_out_of_memory(error: BaseException) -> bool:
+    text = str(error).lower()
+    return isinstance(error, torch.OutOfMemoryError) or (
+        isinstance(error, RuntimeError)
+        and ("out of memory" in text or "can't allocate memory" in text)
+    )
 
 
 @torch.no_grad()
-def predict(cfg: DictConfig) -> list[Path]:
+def predict(cfg: DictConfig, typed: Collection[str] = ()) -> list[Path]:
+    """Write a mask and an overlay per input image; returns the masks written.
+
+    ``typed``: the config keys the user set on the command line (`command_line_keys`).
+    """
     print_config(cfg, kept_in=None)
-    images = list_inputs(cfg.inputs)
-    module = load_module(cfg.ckpt_path)
-    apply_inference(module, resolved(cfg.inference) if "inference" in cfg else None)
     device = pick_device(cfg.device)
+    out_dir = check_out_dir(cfg.out_dir)
+    images = list_inputs(cfg.inputs)
+    names = output_names(images, cfg.inputs)
+    masks = [out_dir / f"{name}.png" for name in names]
+    outputs = {p.absolute() for m in masks for p in (m, m.with_name(m.stem + OVERLAY_SUFFIX))}
+    clobbered = next((p for p in images if p.absolute() in outputs), None)
+    if clobbered is not None:
+        raise ConfigError(
+            f"out_dir={out_dir}: the outputs would overwrite the input {clobbered}; choose "
+            "another out_dir"
+        )
+    module = load_module(cfg.ckpt_path)
+    trained = TrainedWith.of(module.hparams)
+    normalization = settle(
+        "normalization", cfg.get("normalization"), trained.normalization,
+        ckpt_path=cfg.ckpt_path, typed=typed,
+        fix="drop it: predict feeds the model as it was trained",
+    )  # fmt: skip
+    norm = get_input_norm(normalization)
+    apply_inference(module, resolved(cfg.inference) if "inference" in cfg else None)
     module.eval().to(device)
-    norm = get_input_norm(module.hparams.normalization)
-    out_dir = Path(cfg.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    for path in track(images, description="predict", unit="img"):
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ConfigError(
+            f"out_dir={out_dir}: cannot be created ({error.strerror}); choose a writable folder"
+        ) from None
+    written: list[Path] = []
+    for path, mask_path in track(list(zip(images, masks, strict=True)), description="predict",
+                                 unit="img"):  # fmt: skip
         image = read_image(path)
-        scores = module(norm(image)[None].to(device))
+        try:
+            scores = module(norm(image)[None].to(device))
+        except RuntimeError as error:
+            if not _is_out_of_memory(error):
+                raise
+            height, width = image.shape[-2:]
+            raise DataError(
+                f"{path}: out of memory predicting this {width}x{height} (WxH) image on "
+                f"{device}; downscale it or cut it into tiles and predict those, or use a "
+                f"device with more memory (device=cpu uses the machine's RAM); the "
+                f"{len(written)} image(s) before it are done in {out_dir}"
+            ) from None
         label = scores.argmax(1)[0].to(torch.uint8).cpu().numpy()
-        mask_path = out_dir / f"{path.stem}.png"
+        mask_path.parent.mkdir(parents=True, exist_ok=True)
         palette_image(label).save(mask_path)
         rgb = image.permute(1, 2, 0).numpy()
-        Image.fromarray(overlay(rgb, label, cfg.alpha)).save(out_dir / f"{path.stem}_overlay.jpg")
+        overlay_path = mask_path.with_name(mask_path.stem + OVERLAY_SUFFIX)
+        Image.fromarray(overlay(rgb, label, cfg.alpha)).save(overlay_path)
         written.append(mask_path)
     log.info("wrote %d masks and overlays to %s", len(written), out_dir)
     return written
@@ -94,7 +203,7 @@ def predict(cfg: DictConfig) -> list[Path]:
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="predict")
 def main(cfg: DictConfig) -> None:
     with user_errors():
-        predict(cfg)
+        predict(cfg, command_line_keys())
 
 
 if __name__ == "__main__":

@@ -1,17 +1,23 @@
 """Reading weights from files safely: Lightning checkpoints, pytorch-fcn checkpoints and
-plain state dicts, always with ``torch.load(weights_only=True)`` so a file cannot run code."""
+plain state dicts, always with ``torch.load(weights_only=True)`` so a file cannot run code;
+and what a checkpoint fixes about its inputs and classes (`TrainedWith`, `settle`)."""
 
 from __future__ import annotations
 
+import logging
 import pickle
 import zipfile
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from fcn_lightning.errors import WeightsError
+from fcn_lightning.errors import ConfigError, WeightsError
+
+log = logging.getLogger("fcn_lightning")
 
 # Where each checkpoint format keeps its weights.
 STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model")
@@ -87,3 +93,61 @@ def strip_prefix(state_dict: dict[str, Tensor], prefix: str) -> dict[str, Tensor
     if state_dict and all(k.startswith(prefix) for k in state_dict):
         return {k[len(prefix) :]: v for k, v in state_dict.items()}
     return state_dict
+
+
+@dataclass(frozen=True)
+class TrainedWith:
+    """What a checkpoint fixes about the images it takes and the classes it gives: in
+    eval, predict and export the checkpoint is the one source of these."""
+
+    normalization: str
+    num_classes: int
+    class_names: tuple[str, ...] | None  # None: the checkpoint names no classes
+
+    @classmethod
+    def of(cls, hparams: Mapping[str, Any]) -> TrainedWith:
+        """From a checkpoint's ``hyper_parameters`` (FCNModule's defaults where absent)."""
+        names = hparams.get("class_names")
+        return cls(
+            normalization=str(hparams.get("normalization", "caffe")),
+            num_classes=int((hparams.get("model") or {}).get("num_classes", 21)),
+            class_names=None if names is None else tuple(str(n) for n in names),
+        )
+
+
+def typed_keys(overrides: Sequence[str]) -> frozenset[str]:
+    """The config keys that command-line overrides set (``key=v``, ``+key=v``, ``data=x``)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(list(overrides))
+    return frozenset(o.key_or_group for o in parsed if not o.is_delete())
+
+
+def command_line_keys() -> frozenset[str]:
+    """The keys the user typed for this Hydra job (none outside a Hydra app): what tells
+    a value the user chose from a preset's default."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return frozenset()
+    return typed_keys(HydraConfig.get().overrides.task)
+
+
+def settle(
+    key: str, given: Any, trained: Any, *, ckpt_path: Any, typed: Collection[str], fix: str
+) -> Any:
+    """The checkpoint's ``trained`` value for config ``key``, whatever ``given`` says.
+
+    ``given`` None or equal: nothing to say. Typed by the user and different: refused,
+    since scoring with it would be silently wrong. Set by a preset and different: the
+    checkpoint's value is used, with a log line.
+    """
+    if given is None or given == trained:
+        return trained
+    if key in typed:
+        raise ConfigError(
+            f"{key}={given}: ckpt_path={ckpt_path} was trained with {key.split('.')[-1]}="
+            f"{trained}; {fix}"
+        )
+    log.info("%s=%s (a preset's default) replaced by the checkpoint's %s", key, given, trained)
+    return trained

@@ -78,7 +78,7 @@ class Place:
 class Case:
     id: str
     kind: str  # data | config | checkpoint
-    entry: str  # train | eval | predict
+    entry: str  # train | eval | predict | export
     args: Callable[[Place], list[str]]
     expect: list[str]  # fragments of the error line, {placeholders} filled from Place
     setup: Callable[[Place], object] = lambda place: None
@@ -228,6 +228,9 @@ def entry_args(case: Case, place: Place) -> list[str]:
     if case.entry == "eval":
         return [f"ckpt_path={ckpt}", "num_workers=0", "trainer=cpu", f"data_dir={place.data}",
                 f"hydra.run.dir={place.eval_dir}", *case.args(place)]  # fmt: skip
+    if case.entry == "export":
+        return [f"ckpt_path={ckpt}", f"hydra.run.dir={place.root / 'export_run'}",
+                *case.args(place)]  # fmt: skip
     args = case.args(place)
     if not any(a.startswith("inputs=") for a in args):
         args.append(f"inputs={place.image()}")
