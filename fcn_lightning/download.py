@@ -101,12 +101,14 @@ def download_file(
     sha256: str | None = None,
     mirrors: Iterable[str] = (),
     desc: str | None = None,
+    official: str | None = None,
 ) -> Path:
     """Download `url` (or else each of `mirrors`, in order) to `dest` and return `dest`.
 
     An existing `dest` whose checksum matches is kept without network access. Bytes
     arrive in `dest.part`, which a later call resumes; `dest` appears only when the whole
-    file is there and its checksum matches.
+    file is there and its checksum matches. `official`: the file's own home, the one a
+    failure tells the user to fetch by hand (default `url`); `url` may be a user's mirror.
     """
     dest = Path(dest)
     desc = desc or dest.name
@@ -122,7 +124,7 @@ def download_file(
             _fetch(candidate, part, desc)
         except (OSError, http.client.HTTPException, ValueError) as err:
             # The .part is kept: the next attempt, or the next run, resumes it.
-            failures.append(f"{candidate}: {getattr(err, 'reason', None) or err}")
+            failures.append(f"{candidate}: {_reason(err)}")
             continue
         problem = _checksum_problem(part, md5, sha256)
         if problem is None:
@@ -130,10 +132,23 @@ def download_file(
             return dest
         part.unlink()
         failures.append(f"{candidate}: {problem}")
-    raise DownloadError(
-        f"could not download {desc} ({'; '.join(failures)}): download {url} yourself"
-        f"{_expected(md5, sha256)} and put it at {dest}"
+    tried = f"{len(failures)} URLs tried: " if len(failures) > 1 else ""
+    error = DownloadError(
+        f"could not download {desc} ({tried}{'; '.join(failures)}): download "
+        f"{official or url} yourself{_expected(md5, sha256)} and put it at {dest}"
     )
+    error.failures = failures  # for a caller that words its own advice
+    raise error
+
+
+def _reason(err: BaseException) -> str:
+    """One line for a failed fetch: ``HTTP 404 Not Found``, ``connection refused``, ..."""
+    if isinstance(err, urllib.error.HTTPError):
+        return f"HTTP {err.code} {err.reason}"
+    if isinstance(err, http.client.IncompleteRead):
+        return f"the connection closed early ({err})"
+    reason = getattr(err, "reason", None) or err
+    return " ".join(str(reason).split()) or type(err).__name__
 
 
 def extract_archive(archive: Path | str, dest_dir: Path | str) -> Path:
@@ -193,13 +208,16 @@ def download_and_extract(
     sha256: str | None = None,
     mirrors: Iterable[str] = (),
     desc: str | None = None,
+    official: str | None = None,
 ) -> Path:
     """`download_file` then `extract_archive`; an interrupted extraction is redone.
 
     A marker file lives beside the extracted tree while it is being written, so a caller
     can tell a finished tree from one cut short (see `extraction_unfinished`).
     """
-    archive = download_file(url, archive, md5=md5, sha256=sha256, mirrors=mirrors, desc=desc)
+    archive = download_file(
+        url, archive, md5=md5, sha256=sha256, mirrors=mirrors, desc=desc, official=official
+    )
     marker = _marker(archive, Path(dest_dir))
     marker.parent.mkdir(parents=True, exist_ok=True)
     marker.touch()

@@ -26,7 +26,13 @@ from fcn_lightning.data.sampling import (
     SeededDraws,
     build_train_sampler,
 )
-from fcn_lightning.data.sources import Roots, ensure_sources
+from fcn_lightning.data.sources import (
+    Roots,
+    archive_path,
+    data_dir_problem,
+    ensure_sources,
+    get_source,
+)
 from fcn_lightning.data.splits import (
     Sample,
     check_split,
@@ -35,7 +41,7 @@ from fcn_lightning.data.splits import (
     split_sources,
 )
 from fcn_lightning.data.transforms import build_transforms, crop_hw
-from fcn_lightning.errors import ConfigError, FCNError
+from fcn_lightning.errors import ConfigError, DataError, FCNError
 
 
 class SegmentationDataModule(pl.LightningDataModule):
@@ -129,6 +135,8 @@ class SegmentationDataModule(pl.LightningDataModule):
 
     def _check_config(self) -> None:
         h = self.hparams
+        if not h.data_dir.strip():  # Path("") is the current folder: never read or write it
+            raise ConfigError(data_dir_problem(h.data_dir))
         for key in ("train_split", "val_split", "test_split"):
             try:
                 split_sources(h[key])
@@ -199,6 +207,10 @@ class SegmentationDataModule(pl.LightningDataModule):
     # -- Lightning hooks ----------------------------------------------------------------
 
     def prepare_data(self) -> None:
+        if self.hparams.generate or self.hparams.download:
+            unusable = data_dir_problem(self.data_dir)
+            if unusable is not None:
+                raise DataError(unusable)
         if self.hparams.generate:
             from fcn_lightning.data.synthetic import ensure_synthetic
 
@@ -306,6 +318,67 @@ def _eval_sampler(dataset: Dataset) -> Sampler | None:
     if torch.distributed.get_world_size() == 1:
         return None
     return UnrepeatedDistributedSampler(dataset, shuffle=False)
+
+
+def data_problems(
+    data: Mapping[str, Any], stages: Sequence[str] = ("train", "val")
+) -> tuple[list[FCNError], list[str]]:
+    """Every reason the splits that `stages` use cannot be read now, found on the disk
+    without downloading, generating or building anything, from the `data` config node;
+    and what `prepare_data` will fetch or generate first (notes, for the log).
+
+    The checks are the ones `setup` makes (dataset roots, split lists, counts, files),
+    each problem with the message `setup` would raise, but all of them at once.
+    """
+    data_dir = data.get("data_dir")
+    unusable = data_dir_problem(data_dir)
+    if unusable is not None:
+        kind = ConfigError if not str(data_dir or "").strip() else DataError
+        return [kind(unusable)], []
+    roots = Roots(data_dir)
+    download, generate = bool(data.get("download")), bool(data.get("generate"))
+    expected = dict(data.get("expected_counts") or {})
+    problems: dict[str, FCNError] = {}
+    notes: dict[str, str] = {}
+    checked: set[str] = set()
+    splits = {stage: data.get(f"{stage}_split") or data.get("val_split") for stage in stages}
+    for stage, split in splits.items():
+        try:
+            names = split_sources(split)
+        except ConfigError as err:
+            problems.setdefault(str(stage), ConfigError(f"data.{stage}_split: {err}"))
+            continue
+        if generate and "synthetic" in names:
+            notes["synthetic"] = f"data.generate=true: {roots.data_dir / 'synthetic'} is generated"
+            continue
+        if split in checked:
+            continue
+        checked.add(split)
+        absent = any(roots.find(name) is None for name in names)
+        for name in names:
+            source = get_source(name)
+            if roots.find(name) is not None:
+                continue
+            if download and source.archive is not None:
+                archive = source.archive
+                kept = archive_path(archive, roots.data_dir)
+                notes[archive.filename] = (
+                    f"data.download=true: {archive.filename} ({archive.size}) is extracted "
+                    f"from {kept}"
+                    if kept.is_file()
+                    else f"data.download=true: {archive.filename} ({archive.size}) is "
+                    f"downloaded from {archive.url} to {kept}"
+                )
+                continue
+            message = roots.problem(name)
+            problems.setdefault(message, DataError(message))
+        if absent:
+            continue
+        try:
+            check_split(split, load_split(split, roots), expected.get(split))
+        except DataError as err:
+            problems.setdefault(str(err), err)
+    return list(problems.values()), list(notes.values())
 
 
 def build_datamodule(cfg: Any) -> SegmentationDataModule:

@@ -11,12 +11,14 @@ below, so a user who downloaded them by hand only has to unpack them there.
 
 from __future__ import annotations
 
+import errno
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from fcn_lightning.download import download_and_extract, extraction_unfinished
-from fcn_lightning.errors import ConfigError, DataError
+from fcn_lightning.errors import ConfigError, DataError, DownloadError
 
 DOWNLOADS = "downloads"
 
@@ -81,27 +83,101 @@ def get_source(name: str) -> Source:
         ) from None
 
 
+DATA_DIR_KEY = "paths.data_dir"
+
+
+def data_dir_problem(data_dir: Path | str | None) -> str | None:
+    """What makes `data_dir` unusable as the folder of the datasets, or None.
+
+    A folder that does not exist yet is no problem here: each missing dataset says how to
+    get it, and generating or downloading creates the folder.
+    """
+    if data_dir is None or not str(data_dir).strip():
+        return (
+            f"{DATA_DIR_KEY} is empty: set it to the folder that holds the datasets, e.g. "
+            f"{DATA_DIR_KEY}=data or export FCN_DATA_DIR=/datasets (an empty one would read "
+            "and write the current folder)"
+        )
+    path = Path(data_dir).expanduser()
+    try:
+        os.stat(path)
+    except FileNotFoundError:
+        return None
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            return (
+                f"{DATA_DIR_KEY}={path} is a loop of symbolic links ({_link_chain(path)}): "
+                "point it at a real folder, or fix the link"
+            )
+        if err.errno == errno.ENOTDIR:
+            blocking = next((p for p in reversed(path.parents) if p.is_file()), path.parent)
+            return (
+                f"{DATA_DIR_KEY}={path}: {blocking} is a file, not a folder; point "
+                f"{DATA_DIR_KEY} at the folder that holds the datasets"
+            )
+        if err.errno == errno.EACCES:
+            return _unreadable(path)
+        return f"{DATA_DIR_KEY}={path} cannot be read ({err.strerror}); check the path"
+    if not path.is_dir():
+        return (
+            f"{DATA_DIR_KEY}={path} is a file, not a folder: point {DATA_DIR_KEY} at the "
+            "folder that holds the datasets"
+        )
+    if not os.access(path, os.R_OK | os.X_OK):
+        return _unreadable(path)
+    return None
+
+
+def _unreadable(path: Path) -> str:
+    return (
+        f"{DATA_DIR_KEY}={path} cannot be read (permission denied): give this user read "
+        f"access (chmod u+rx {path}), or point {DATA_DIR_KEY} at a readable folder"
+    )
+
+
+def _link_chain(path: Path) -> str:
+    chain, seen = [str(path)], {str(path)}
+    current = path
+    while current.is_symlink() and len(chain) < 4:
+        current = current.parent / os.readlink(current)
+        chain.append(str(current))
+        if str(current) in seen:
+            break
+        seen.add(str(current))
+    return " -> ".join(chain)
+
+
 class Roots:
     """The directory of each source under one `data_dir`, found on demand."""
 
     def __init__(self, data_dir: Path | str):
+        self.given = data_dir
         self.data_dir = Path(data_dir).expanduser()
 
     def find(self, name: str) -> Path | None:
         """The source's directory, or None when it is absent or only partly extracted."""
         source = get_source(name)
-        if source.archive and extraction_unfinished(source.archive.filename, self.data_dir):
+        try:
+            if source.archive and extraction_unfinished(source.archive.filename, self.data_dir):
+                return None
+            for candidate in source.candidates:
+                if (self.data_dir / candidate).is_dir():
+                    return self.data_dir / candidate
+        except OSError:  # an unreadable data_dir: `problem` says so
             return None
-        for candidate in source.candidates:
-            if (self.data_dir / candidate).is_dir():
-                return self.data_dir / candidate
         return None
 
+    def problem(self, name: str) -> str | None:
+        """Why source `name` cannot be read here (the first thing to fix), or None."""
+        if self.find(name) is not None:
+            return None
+        return missing_message(get_source(name), self.data_dir, given=self.given)
+
     def require(self, name: str) -> Path:
-        root = self.find(name)
-        if root is None:
-            raise DataError(missing_message(get_source(name), self.data_dir))
-        return root
+        problem = self.problem(name)
+        if problem is not None:
+            raise DataError(problem)
+        return self.find(name)
 
 
 def near_miss(source: Source, data_dir: Path) -> str:
@@ -125,7 +201,12 @@ def near_miss(source: Source, data_dir: Path) -> str:
     return ""
 
 
-def missing_message(source: Source, data_dir: Path) -> str:
+def missing_message(source: Source, data_dir: Path, *, given: Path | str | None = None) -> str:
+    """Why `source` is not found under `data_dir` (`given`: the configured value, when it
+    was empty), and what to do."""
+    unusable = data_dir_problem(data_dir if given is None else given)
+    if unusable is not None:
+        return unusable
     where = data_dir / source.candidates[0]
     hint = near_miss(source, data_dir)
     if source.archive is None:
@@ -162,12 +243,26 @@ def ensure_sources(names: Sequence[str], roots: Roots, *, mirrors: Sequence[str]
             continue
         user = [f"{base.rstrip('/')}/{archive.filename}" for base in mirrors]
         urls = [*user, archive.url, *archive.mirrors]
-        download_and_extract(
-            urls[0],
-            roots.data_dir / DOWNLOADS / archive.filename,
-            roots.data_dir,
-            md5=archive.md5,
-            mirrors=urls[1:],
-            desc=archive.filename,
-        )
+        try:
+            download_and_extract(
+                urls[0],
+                archive_path(archive, roots.data_dir),
+                roots.data_dir,
+                md5=archive.md5,
+                mirrors=urls[1:],
+                desc=f"{archive.filename} ({archive.size})",
+                official=archive.url,
+            )
+        except DownloadError as err:
+            if not archive_path(archive, roots.data_dir).is_file():  # the fetch failed
+                raise DownloadError(
+                    f"{err} (a run with data.download=true then extracts it into "
+                    f"{roots.data_dir}; or extract it there yourself)"
+                ) from None
+            raise
         done.add(archive.filename)
+
+
+def archive_path(archive: Archive, data_dir: Path) -> Path:
+    """Where a download keeps `archive` (and where a copy fetched by hand is used from)."""
+    return Path(data_dir) / DOWNLOADS / archive.filename

@@ -4,6 +4,7 @@ and what a checkpoint fixes about its inputs and classes (`TrainedWith`, `settle
 
 from __future__ import annotations
 
+import inspect
 import logging
 import pickle
 import zipfile
@@ -24,16 +25,81 @@ STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model")
 
 
 def read_state_dict(path: str | Path, *, key: str) -> dict[str, Tensor]:
-    """The tensors in ``path``; ``key`` is the config key users set to point at the file."""
-    return extract_state_dict(read_checkpoint(path, key=key), source=f"{key}={path}")
+    """The tensors in ``path``; ``key`` is the config key users set to point at the file.
+    Only the weights are used, so the hyperparameters a newer version wrote do not matter."""
+    return extract_state_dict(_load(path, key=key), source=f"{key}={path}")
 
 
 def read_checkpoint(path: str | Path, *, key: str, mmap: bool = False) -> Any:
     """Whatever ``path`` holds, loaded without running code; one-line errors name ``key``.
 
     ``mmap``: map the tensors instead of reading them (for a look at the metadata of a
-    large checkpoint); files in torch's old format are read as usual.
+    large checkpoint); files in torch's old format are read as usual. A fcn-lightning
+    checkpoint with hyperparameters this version does not know (written by a newer one)
+    is refused: what an unknown setting did cannot be honoured, and ignoring it could
+    change the model's output without a word.
     """
+    loaded = _load(path, key=key, mmap=mmap)
+    unknown = unknown_hyperparameters(loaded)
+    if unknown:
+        from fcn_lightning import __version__
+
+        path = Path(path).expanduser()
+        raise WeightsError(
+            f"{key}={path}: written by a newer fcn-lightning: its hyperparameters "
+            f"{', '.join(unknown)} are unknown to fcn-lightning {__version__}; use it with the "
+            "version that wrote it (pip install -U fcn-lightning), or copy its weights into a "
+            f"new run with model.init_from={path}"
+        )
+    return loaded
+
+
+def checkpoint_problem(path: str | Path, *, key: str) -> str | None:
+    """Why `read_state_dict` would refuse ``path``, found without reading its tensors
+    (a torch zip file is mapped; a file in torch's old format is only looked for)."""
+    path = Path(path).expanduser()
+    if path.is_file() and not zipfile.is_zipfile(path):
+        return None
+    try:
+        extract_state_dict(_load(path, key=key, mmap=True), source=f"{key}={path}")
+    except WeightsError as error:
+        return str(error)
+    return None
+
+
+def unknown_hyperparameters(loaded: Any) -> list[str]:
+    """The hyperparameters of a fcn-lightning checkpoint that this version would not
+    know what to do with (dotted keys, e.g. ``model.new_option``); [] for other files."""
+    if not isinstance(loaded, dict):
+        return []
+    hparams = loaded.get("hyper_parameters")
+    if not isinstance(hparams, dict) or not isinstance(hparams.get("model"), dict):
+        return []
+    # What this version reads them into, asked at call time (they import this module).
+    from fcn_lightning.data.datamodule import SegmentationDataModule
+    from fcn_lightning.models.build import build_fcn
+    from fcn_lightning.module import NOT_BUILD_ARGS, FCNModule
+
+    known = {
+        "": _parameters(FCNModule.__init__),
+        "model.": _parameters(build_fcn) | set(NOT_BUILD_ARGS),
+    }
+    unknown = [str(k) for k in hparams if k not in known[""]]
+    unknown += [f"model.{k}" for k in hparams["model"] if k not in known["model."]]
+    data = loaded.get("datamodule_hyper_parameters")
+    if isinstance(data, dict):
+        data_keys = _parameters(SegmentationDataModule.__init__)
+        unknown += [f"datamodule.{k}" for k in data if k not in data_keys]
+    return unknown
+
+
+def _parameters(function: Any) -> set[str]:
+    return set(inspect.signature(function).parameters) - {"self"}
+
+
+def _load(path: str | Path, *, key: str, mmap: bool = False, advise: bool = True) -> Any:
+    """``torch.load`` with one-line errors; ``advise``: an unreadable file's message
+    names the intact checkpoints beside it."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise WeightsError(f"{key}={path}: no such file; check the path")
@@ -55,9 +121,9 @@ def read_checkpoint(path: str | Path, *, key: str, mmap: bool = False) -> Any:
                 f"({(operand or ['not a torch.save file'])[0].strip()}); only weights and "
                 "checkpoints are accepted"
             ) from None
-        raise _unreadable(path, key, error) from None
+        raise _unreadable(path, key, error, advise=advise) from None
     except Exception as error:  # zip/EOF errors for corrupt or truncated files
-        raise _unreadable(path, key, error) from None
+        raise _unreadable(path, key, error, advise=advise) from None
     return loaded
 
 
@@ -66,11 +132,37 @@ def _is_pickle(path: Path) -> bool:
         return f.read(1) == b"\x80"  # the PROTO opcode that starts a protocol 2+ pickle
 
 
-def _unreadable(path: Path, key: str, error: Exception) -> WeightsError:
+def _unreadable(path: Path, key: str, error: Exception, *, advise: bool = True) -> WeightsError:
+    what = f"{key}={path}: not a readable PyTorch weights file ({type(error).__name__})"
+    intact = intact_checkpoints_beside(path) if advise else []
+    if not intact:
+        return WeightsError(f"{what}; re-download or re-export it")
+    listed = ", ".join(f"{p.name} (step {step})" for p, step in intact[:3])
+    more = f" and {len(intact) - 3} more" if len(intact) > 3 else ""
     return WeightsError(
-        f"{key}={path}: not a readable PyTorch weights file ({type(error).__name__}); "
-        "re-download or re-export it"
+        f"{what}, its write was cut short or the file was damaged; intact checkpoints beside "
+        f"it, newest first: {listed}{more}: use the newest with {key}={intact[0][0]}"
     )
+
+
+def intact_checkpoints_beside(path: Path) -> list[tuple[Path, int]]:
+    """The other Lightning checkpoints in ``path``'s folder that load, with their step,
+    furthest trained first (a run's best checkpoints beside a broken last.ckpt)."""
+    if path.suffix != ".ckpt":
+        return []
+    found = []
+    for other in path.parent.glob("*.ckpt"):
+        if other.name == path.name or not other.is_file():
+            continue
+        try:
+            loaded = _load(other, key="ckpt_path", mmap=True, advise=False)
+        except WeightsError:
+            continue
+        if isinstance(loaded, dict) and isinstance(loaded.get("state_dict"), dict):
+            step = loaded.get("global_step")
+            found.append((other, step if isinstance(step, int) else -1, other.stat().st_mtime))
+    found.sort(key=lambda item: (item[1], item[2]), reverse=True)
+    return [(p, step) for p, step, _ in found]
 
 
 def extract_state_dict(loaded: Any, *, source: str) -> dict[str, Tensor]:

@@ -80,17 +80,47 @@ def cache_path(weights: PretrainedWeights) -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / weights.file_name
 
 
-def _offline_error(weights: PretrainedWeights, url: str | None, reason: object) -> WeightsError:
-    where = f"from {url} ({reason})" if url else f"({reason})"
-    cache = cache_path(weights)
-    if weights.name == "caffe":
-        get = f"`python -m fcn_lightning.convert_caffe FILE.caffemodel` writes it to {cache}"
+def _offline_error(
+    weights: PretrainedWeights, url: str | None, reason: object, *, mirror: bool = False
+) -> WeightsError:
+    if url is None:
+        where = f"({reason})"
+    elif mirror:
+        where = f"from the mirror model.weights_url={url} ({reason})"
     else:
-        get = f"download {weights.file_name} yourself and put it at {cache}"
+        where = f"from {url} ({reason})"
+    cache = cache_path(weights)
+    convert = "`python -m fcn_lightning.convert_caffe FILE.caffemodel` writes it"
+    official = weights.url or weights.file_name
+    if weights.name == "caffe" and weights.url is None:
+        get = f"{convert} to {cache}"
+    elif weights.name == "caffe":
+        get = f"download {official} yourself and put it at {cache} (or {convert} there)"
+    else:
+        get = f"download {official} yourself and put it at {cache}"
     return WeightsError(
         f"could not fetch the {weights.name} {weights.model} weights {where}; {get}, or point "
         f"model.weights_path at a local {weights.file_name}"
     )
+
+
+def weights_problem(
+    weights: PretrainedWeights,
+    *,
+    weights_path: str | Path | None = None,
+    weights_url: str | None = None,
+) -> str | None:
+    """Why `fetch_state_dict` cannot get ``weights`` whatever the network does (no file
+    where model.weights_path points, or neither a cached copy nor a known download), or
+    None. Reads and fetches nothing."""
+    if weights_path is not None:
+        path = Path(weights_path).expanduser()
+        return (
+            None if path.is_file() else f"model.weights_path={path}: no such file; check the path"
+        )
+    if cache_path(weights).is_file() or (weights_url or weights.url) is not None:
+        return None
+    return str(_offline_error(weights, None, "no public download is known"))
 
 
 def fetch_state_dict(
@@ -102,22 +132,28 @@ def fetch_state_dict(
 ) -> dict[str, Tensor]:
     """The state dict of ``weights``, from a local file, the cache, or the network (in that
     order)."""
+    problem = weights_problem(weights, weights_path=weights_path, weights_url=weights_url)
+    if problem is not None:
+        raise WeightsError(problem)
     if weights_path is not None:
         return read_state_dict(weights_path, key="model.weights_path")
     local = cache_path(weights)
     if local.is_file():
         return read_state_dict(local, key="model.weights_path")
     url = weights_url or weights.url
-    if url is None:
-        raise _offline_error(weights, None, "no public download is known")
     try:
         if weights.torchvision is not None and weights_url is None:
             return weights.torchvision.get_state_dict(progress=progress, check_hash=True)
         from fcn_lightning.download import download_file
 
-        download_file(url, local, md5=weights.md5, desc=weights.file_name)
-    except (urllib.error.URLError, OSError, RuntimeError, DownloadError) as error:
-        raise _offline_error(weights, url, error) from None
+        download_file(url, local, md5=weights.md5, desc=weights.file_name, official=weights.url)
+    except DownloadError as error:
+        # Each failure is "<url>: <why>"; the url is named once, in the message.
+        failures = getattr(error, "failures", [])
+        reason = "; ".join(f.split(": ", 1)[-1] for f in failures) or error
+        raise _offline_error(weights, url, reason, mirror=weights_url is not None) from None
+    except (urllib.error.URLError, OSError, RuntimeError) as error:
+        raise _offline_error(weights, url, error, mirror=weights_url is not None) from None
     return read_state_dict(local, key="model.weights_path")
 
 

@@ -86,6 +86,8 @@ class Case:
     resume: bool = True  # train in the earlier run's directory with ckpt_path=last
     hydra_error: bool = False  # refused by Hydra itself (unknown preset)
     skip: str | None = None
+    # After setup, with the test's monkeypatch: environment or module state for the case.
+    patch: Callable[[Place, pytest.MonkeyPatch], object] = lambda place, monkeypatch: None
 
 
 def write_text(path: Path, text: str) -> None:
@@ -263,6 +265,7 @@ def check_case(case: Case, earlier: Place, tmp_path: Path, monkeypatch, capfd) -
             path.write_text(path.read_text().replace(str(earlier.root), str(place.root)))
     place.extra = {}
     case.setup(place)
+    case.patch(place, monkeypatch)
     monkeypatch.chdir(place.root)
     monkeypatch.setenv("WANDB_MODE", "offline")
     outputs = place.root / "outputs"

@@ -266,3 +266,22 @@ def test_partial_file_is_kept_for_the_next_run(server, tmp_path):
     with pytest.raises(DownloadError):
         download_file(f"{server.url}/a.bin", tmp_path / "a.bin")
     assert Path(tmp_path / "a.bin.part").read_bytes() == data[:10]
+
+
+def test_a_failed_download_names_the_official_url_not_the_users_mirror(server, tmp_path):
+    server.files["/cut/a.bin"] = payload(1000)
+    server.cut_after["/cut/a.bin"] = 10
+    mirror, official = f"{server.url}/dead/a.bin", f"{server.url}/official/a.bin"
+    dest = tmp_path / "a.bin"
+    with pytest.raises(DownloadError) as info:
+        download_file(
+            mirror, dest, md5=md5(payload(1000)), mirrors=[official, f"{server.url}/cut/a.bin"],
+            official=official,
+        )  # fmt: skip
+    message = str(info.value)
+    assert (
+        f"3 URLs tried: {mirror}: HTTP 404 Not Found; {official}: HTTP 404 Not Found; " in message
+    )
+    assert f"{server.url}/cut/a.bin: connection closed after 10 of 1000 bytes" in message
+    assert message.endswith(f"download {official} yourself (md5 {md5(payload(1000))}) and put "
+                            f"it at {dest}")  # fmt: skip
