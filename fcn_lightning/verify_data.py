@@ -2,10 +2,11 @@
 
     python -m fcn_lightning.verify_data data=paper paths.data_dir=/datasets
 
-For each split: the list is readable and not empty, its count matches a full download,
-every file exists and decodes, image and label sizes match, and label values are classes
-or 255. Prints per-split counts and the class pixel histogram, then every problem as
-`file: what is wrong`. Exit status: 0 clean, 1 problems found, 2 unusable configuration.
+For each split: the list is readable, not empty and names each image once, its count
+matches a full download, every file exists and decodes, image and label sizes match, and
+label values are classes or 255. Prints per-split counts and the class pixel histogram,
+then every problem as `file: what is wrong`. Exit status: 0 clean, 1 problems found, 2
+unusable configuration.
 """
 
 from __future__ import annotations
@@ -24,9 +25,15 @@ from rich.table import Table
 from torch.utils.data import DataLoader, Dataset
 
 from fcn_lightning.data.datamodule import SegmentationDataModule, build_datamodule
-from fcn_lightning.data.readers import SampleError, read_image, read_label, stray_values
+from fcn_lightning.data.readers import SampleError, pair_problems, read_image, read_label
 from fcn_lightning.data.sources import Roots, get_source, missing_message
-from fcn_lightning.data.splits import Sample, load_split, missing_files, split_sources
+from fcn_lightning.data.splits import (
+    RepeatedIds,
+    Sample,
+    load_split,
+    missing_files,
+    split_sources,
+)
 from fcn_lightning.errors import DataError, FCNError
 from fcn_lightning.run.config import CONF_DIR
 
@@ -76,16 +83,7 @@ class _PairCheck(Dataset):
             problems.append(str(err))
         if image is None or label is None:
             return problems, None
-        ih, iw = image.shape[-2:]
-        lh, lw = label.shape[-2:]
-        if (ih, iw) != (lh, lw):
-            problems.append(f"{sample.label}: label is {lh}x{lw} but image is {ih}x{iw} (HxW)")
-        stray = stray_values(label, self.num_classes, self.ignore_index)
-        if stray:
-            problems.append(
-                f"{sample.label}: label values {stray} are neither classes "
-                f"0..{self.num_classes - 1} nor {self.ignore_index}"
-            )
+        problems += pair_problems(sample, image, label, self.num_classes, self.ignore_index)
         histogram = torch.bincount(label.flatten().long(), minlength=256)
         return problems, (None if problems else histogram)
 
@@ -113,11 +111,14 @@ def check_split(
     absent = [s for s in split_sources(report.name) if roots.find(s) is None]
     if absent:  # every missing dataset at once, not one per run
         return [missing_message(get_source(s), roots.data_dir) for s in absent]
+    problems = []
     try:
         samples = load_split(report.name, roots)
+    except RepeatedIds as err:  # said once; the files are checked all the same
+        problems.append(str(err))
+        samples = load_split(report.name, roots, repeats_ok=True)
     except DataError as err:
         return [str(err)]
-    problems = []
     report.count = len(samples)
     if report.expected is not None and report.count != report.expected:
         problems.append(
@@ -125,11 +126,6 @@ def check_split(
             f"(data.expected_counts.{report.name}): complete the download, or set "
             f"data.expected_counts.{report.name}=null to accept it"
         )
-    seen: set[str] = set()
-    for sample in samples:
-        if sample.id in seen:
-            problems.append(f"split {report.name}: ID {sample.id} is listed more than once")
-        seen.add(sample.id)
     missing = missing_files(samples)
     problems += [f"{path}: {what}" for path, what in missing]
     gone = {path for path, _ in missing}
@@ -141,8 +137,8 @@ def check_split(
         collate_fn=_unbatched,
     )
     task = progress.add_task(f"checking {report.name}", total=len(present))
-    for pair_problems, histogram in loader:
-        problems += pair_problems
+    for found, histogram in loader:
+        problems += found
         if histogram is not None:
             report.readable += 1
             report.histogram += histogram.numpy()

@@ -2,104 +2,90 @@
 
 Images are decoded by torchvision.io (libjpeg-turbo straight into a tensor, faster than
 PIL plus the conversion; `python -m fcn_lightning.bench.loader` measures both) into RGB
-whatever their colour mode; PIL is only the fallback for formats torchvision cannot read.
-EXIF orientation is deliberately not applied: labels are drawn on the stored pixel grid.
-Labels are class indices, 255 for void: VOC's palette PNGs hold the indices as their pixel
-values, SBD's .mat files as `GTcls.Segmentation`.
+whatever their colour mode: greyscale, palette and CMYK are converted, alpha is dropped,
+16-bit PNGs are scaled by their full range (round(v * 255 / 65535)); PIL is only the
+fallback for formats torchvision cannot read (BMP, TIFF, ...). An animated image is
+refused. Labels are class indices, 255 for void: VOC's palette PNGs hold the indices as
+their pixel values (every bit depth and colour type: `fcn_lightning.data.label_png`),
+SBD's .mat files as `GTcls.Segmentation`.
+
+EXIF orientation is applied to images and PNG labels alike, so both are read upright as
+viewers and annotation tools show them. A pair whose sizes then disagree but agree as
+stored (a label drawn on a quarter-turned photo's raw pixels) is refused with a line
+naming both files and the tag (`fcn_lightning.data.orientation`); a half turn or a mirror
+keeps the sizes, so no check can see it.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 import scipy.io
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
-from torchvision.io import ImageReadMode, decode_image, decode_png
+from torchvision.io import ImageReadMode, decode_image
 
+from fcn_lightning.data.label_png import decode_label_png
+from fcn_lightning.data.orientation import turned_apart
+from fcn_lightning.data.sample_files import SampleError, read_bytes, reason, unusable_path
 from fcn_lightning.data.splits import Sample
-from fcn_lightning.errors import DataError
 
 IGNORE_INDEX = 255
 
 
-class SampleError(DataError):
-    """A bad file met while loading; keeps its one line across DataLoader workers.
-
-    A worker's exception reaches the main process rebuilt from the worker's formatted
-    traceback ("Caught SampleError in DataLoader worker process 0. Original Traceback
-    ..."); this class takes back the original line so users see the file and the fix.
-    """
-
-    def __init__(self, message: str = ""):
-        if message.startswith("Caught ") and "Original Traceback" in message:
-            last = message.rstrip().splitlines()[-1]
-            prefix = f"{type(self).__module__}.{type(self).__qualname__}: "
-            message = last.removeprefix(prefix)
-        super().__init__(message)
-
-
-def _read_bytes(path: Path, what: str) -> torch.Tensor:
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise SampleError(f"{path}: {what} file is missing") from None
-    except OSError as err:
-        raise SampleError(f"{path}: cannot read {what} file ({err.strerror or err})") from None
-    if not data:
-        raise SampleError(f"{path}: {what} file is empty")
-    return torch.frombuffer(bytearray(data), dtype=torch.uint8)
-
-
 def read_image(path: Path) -> tv_tensors.Image:
-    """The image at `path` as RGB uint8, 3 x H x W (greyscale, CMYK, palette: all RGB)."""
-    data = _read_bytes(path, "image")
+    """The image at `path`, upright, as RGB uint8, 3 x H x W."""
+    data = torch.frombuffer(bytearray(read_bytes(path, "image")), dtype=torch.uint8)
     try:
-        image = decode_image(data, mode=ImageReadMode.RGB)
+        image = decode_image(data, mode=ImageReadMode.RGB, apply_exif_orientation=True)
     except RuntimeError as tv_err:
-        try:
-            with Image.open(path) as im:
-                array = np.asarray(im.convert("RGB"))
-        except (OSError, UnidentifiedImageError, ValueError):
+        image = _pillow_rgb(path, tv_err)
+    if image.ndim == 4:  # GIF frames
+        if image.shape[0] != 1:
             raise SampleError(
-                f"{path}: corrupt or unreadable image ({_reason(tv_err)}): replace it from "
-                "the original archive"
-            ) from None
-        image = torch.from_numpy(array.copy()).permute(2, 0, 1)
+                f"{path}: an animated image of {image.shape[0]} frames: save the frame to "
+                "use as a still JPEG or PNG"
+            )
+        image = image[0]
+    if image.dtype == torch.uint16:
+        image = full_range_uint8(image)
     return tv_tensors.Image(image)
 
 
-def _reason(err: Exception) -> str:
-    """torchvision's message without its C++ source location."""
-    lines = str(err).strip().splitlines() or [type(err).__name__]
-    return re.sub(r"^\S+, \S+:\d+, ", "", lines[-1])
+def full_range_uint8(values: torch.Tensor) -> torch.Tensor:
+    """16-bit samples scaled to 0-255, rounded: round(v * 255 / 65535)."""
+    # v / 257 is never exactly halfway, so adding just under half rounds correctly.
+    return ((values.to(torch.int32) * 255 + 32767) // 65535).to(torch.uint8)
+
+
+def _pillow_rgb(path: Path, tv_err: RuntimeError) -> torch.Tensor:
+    try:
+        with Image.open(path) as im:
+            im = ImageOps.exif_transpose(im)
+            if im.mode.startswith("I;16"):  # PIL's convert("RGB") would clip at 255
+                grey = full_range_uint8(torch.from_numpy(np.asarray(im).astype(np.int32)))
+                return grey.expand(3, *grey.shape).contiguous()
+            array = np.asarray(im.convert("RGB"))
+    except (OSError, UnidentifiedImageError, ValueError):
+        raise SampleError(
+            f"{path}: corrupt or unreadable image ({reason(tv_err)}): replace it from the "
+            "original archive"
+        ) from None
+    return torch.from_numpy(array.copy()).permute(2, 0, 1)
 
 
 def read_png_label(path: Path) -> torch.Tensor:
-    data = _read_bytes(path, "label")
-    try:
-        label = decode_png(data, mode=ImageReadMode.UNCHANGED)
-    except RuntimeError as err:
-        raise SampleError(
-            f"{path}: corrupt or unreadable label PNG ({_reason(err)}): replace it from the "
-            "original archive"
-        ) from None
-    if label.shape[0] != 1:
-        raise SampleError(
-            f"{path}: label PNG has {label.shape[0]} channels; labels must be palette or "
-            "greyscale PNGs whose pixel values are class indices (a colour-coded label?)"
-        )
-    return label[0]
+    return decode_label_png(path, read_bytes(path, "label"))
 
 
 def read_mat_label(path: Path) -> torch.Tensor:
-    if not path.is_file():
-        raise SampleError(f"{path}: label file is missing")
+    why = unusable_path(path)
+    if why is not None:
+        raise SampleError(f"{path}: label file is {why}: put the label file there")
     try:
         label = np.asarray(scipy.io.loadmat(path)["GTcls"][0]["Segmentation"][0])
     except Exception as err:  # loadmat fails in many ways on a bad file
@@ -135,6 +121,31 @@ def read_label(path: Path) -> tv_tensors.Mask:
     return tv_tensors.Mask(label)
 
 
+def pair_problems(
+    sample: Sample,
+    image: torch.Tensor,
+    label: torch.Tensor,
+    num_classes: int,
+    ignore_index: int = IGNORE_INDEX,
+) -> list[str]:
+    """What is wrong with a read pair: sizes that differ, label values that are no class."""
+    problems = []
+    image_hw, label_hw = tuple(image.shape[-2:]), tuple(label.shape[-2:])
+    if image_hw != label_hw:
+        (ih, iw), (lh, lw) = image_hw, label_hw
+        problems.append(
+            turned_apart(sample.image, sample.label, image_hw, label_hw)
+            or f"{sample.label}: label is {lh}x{lw} (HxW) but image {sample.image} is {ih}x{iw}"
+        )
+    bad = stray_values(label, num_classes, ignore_index)
+    if bad:
+        problems.append(
+            f"{sample.label}: label values {bad} are neither classes 0..{num_classes - 1} nor "
+            f"{ignore_index} (ignore): check data.num_classes, or the label file"
+        )
+    return problems
+
+
 def check_pair(
     sample: Sample,
     image: torch.Tensor,
@@ -143,18 +154,9 @@ def check_pair(
     ignore_index: int = IGNORE_INDEX,
 ) -> None:
     """Raise a SampleError when sizes differ or a label value is not a class or ignore."""
-    if tuple(image.shape[-2:]) != tuple(label.shape[-2:]):
-        ih, iw = image.shape[-2:]
-        lh, lw = label.shape[-2:]
-        raise SampleError(
-            f"{sample.label}: label is {lh}x{lw} (HxW) but image {sample.image} is {ih}x{iw}"
-        )
-    bad = stray_values(label, num_classes, ignore_index)
-    if bad:
-        raise SampleError(
-            f"{sample.label}: label values {bad} are neither classes 0..{num_classes - 1} nor "
-            f"{ignore_index} (ignore): check data.num_classes, or the label file"
-        )
+    problems = pair_problems(sample, image, label, num_classes, ignore_index)
+    if problems:
+        raise SampleError(problems[0])
 
 
 def stray_values(label: torch.Tensor, num_classes: int, ignore_index: int) -> list[int]:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from fcn_lightning.data.sample_files import unusable_path
 from fcn_lightning.data.sources import SOURCES, Roots, get_source
 from fcn_lightning.errors import ConfigError, DataError
 
@@ -38,18 +39,53 @@ def resource_path(*parts: str) -> Path:
     return Path(str(resources.files("fcn_lightning").joinpath("resources", *parts)))
 
 
-def read_id_list(path: Path) -> list[str]:
-    """The image IDs of a split list, one per line, in file order."""
+class RepeatedIds(DataError):
+    """A split list naming an image more than once (it would count twice)."""
+
+
+def read_id_list(path: Path, *, repeats_ok: bool = False) -> list[str]:
+    """The image IDs of a split list, one per line, in file order.
+
+    A UTF-8 byte-order mark, CRLF line ends and spaces around an ID are not part of it;
+    blank lines are skipped. An ID listed twice raises RepeatedIds unless `repeats_ok`
+    (then it is kept twice).
+    """
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         raise DataError(f"split list {path} is missing: the dataset is incomplete") from None
-    except (OSError, UnicodeDecodeError) as err:
+    except IsADirectoryError:
+        raise DataError(
+            f"split list {path} is a directory: put the text file of image IDs there"
+        ) from None
+    except UnicodeDecodeError as err:
+        raise DataError(
+            f"split list {path} is not UTF-8 text ({err.reason} at byte {err.start}): save it "
+            "as UTF-8, one image ID per line"
+        ) from None
+    except OSError as err:
         raise DataError(f"split list {path} is unreadable ({err})") from None
-    ids = [line.strip() for line in text.splitlines() if line.strip()]
+    ids = [(n, line.strip()) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
     if not ids:
         raise DataError(f"split list {path} lists no image IDs")
-    return ids
+    lines: dict[str, list[int]] = {}
+    for number, i in ids:
+        lines.setdefault(i, []).append(number)
+    repeated = {i: numbers for i, numbers in lines.items() if len(numbers) > 1}
+    if repeated and not repeats_ok:
+        raise RepeatedIds(f"split list {path}: {_repeats(repeated)}")
+    return [i for _, i in ids]
+
+
+def _repeats(repeated: dict[str, list[int]]) -> str:
+    shown = [
+        f"{i} (lines {', '.join(map(str, numbers))})" for i, numbers in list(repeated.items())[:3]
+    ]
+    more = f" and {len(repeated) - 3} more" if len(repeated) > 3 else ""
+    return (
+        f"{len(repeated)} ID(s) listed more than once: {'; '.join(shown)}{more}; each would be "
+        "trained on or scored twice: delete the repeated lines"
+    )
 
 
 def load_class_names(classes: str) -> list[str]:
@@ -94,13 +130,13 @@ def list_path(source: str, root: Path, list_name: str) -> Path:
     return root / "ImageSets" / "Segmentation" / f"{list_name}.txt"
 
 
-def _source_list(source: str, list_name: str, roots: Roots) -> list[Sample]:
+def _source_list(source: str, list_name: str, roots: Roots, repeats_ok: bool) -> list[Sample]:
     root = roots.require(source)
     path = list_path(source, root, list_name)
-    if not path.is_file() and path.parent.is_dir():
+    if not path.exists() and path.parent.is_dir():
         there = sorted(f"{source}_{p.stem}" for p in path.parent.glob("*.txt"))
         raise DataError(f"split list {path} is missing: splits of {source} here are {there}")
-    ids = read_id_list(path)
+    ids = read_id_list(path, repeats_ok=repeats_ok)
     to_samples = sbd_samples if get_source(source).kind == "sbd" else voc_samples
     return to_samples(root, ids)
 
@@ -122,8 +158,8 @@ def check_seg11valid(ids: list[str], voc2011: Path, sbd: Path | None) -> None:
     voc_val, sbd_train = list_path("voc2011", voc2011, "val"), sbd / "train.txt"
     if not (voc_val.is_file() and sbd_train.is_file()):
         return
-    train = set(read_id_list(sbd_train))
-    composed = {i for i in read_id_list(voc_val) if i not in train}
+    train = set(read_id_list(sbd_train, repeats_ok=True))
+    composed = {i for i in read_id_list(voc_val, repeats_ok=True) if i not in train}
     if composed != set(ids):
         raise DataError(
             f"seg11valid: {voc_val} minus {sbd_train} gives {len(composed)} IDs, "
@@ -134,9 +170,13 @@ def check_seg11valid(ids: list[str], voc2011: Path, sbd: Path | None) -> None:
 
 def _voc_aug_train(roots: Roots) -> list[Sample]:
     voc, sbd = roots.require("voc2012"), roots.require("sbd")
-    voc_train = set(read_id_list(list_path("voc2012", voc, "train")))
-    voc_val = set(read_id_list(list_path("voc2012", voc, "val")))
-    sbd_ids = set(read_id_list(sbd / "train.txt")) | set(read_id_list(sbd / "val.txt"))
+
+    def id_set(path: Path) -> set[str]:  # an ID repeated in a list still counts once
+        return set(read_id_list(path, repeats_ok=True))
+
+    voc_train = id_set(list_path("voc2012", voc, "train"))
+    voc_val = id_set(list_path("voc2012", voc, "val"))
+    sbd_ids = id_set(sbd / "train.txt") | id_set(sbd / "val.txt")
     # VOC's own labels are finer than SBD's, so they win where an image has both.
     ids = sorted((voc_train | sbd_ids) - voc_val)
     return [voc_samples(voc, [i])[0] if i in voc_train else sbd_samples(sbd, [i])[0] for i in ids]
@@ -165,21 +205,30 @@ def split_sources(name: str) -> tuple[str, ...]:
     return (_parse(name)[0],)
 
 
-def load_split(name: str, roots: Roots) -> list[Sample]:
-    """The samples of split `name` (its lists read, its files not yet checked)."""
+def load_split(name: str, roots: Roots, *, repeats_ok: bool = False) -> list[Sample]:
+    """The samples of split `name` (its lists read, its files not yet checked).
+
+    An image listed twice in a list used as the split raises RepeatedIds, unless
+    `repeats_ok` (verify_data, to check the files all the same). Composed splits are
+    sets of their lists' IDs, so a repeat there counts once.
+    """
     if name in COMPOSED:
         return COMPOSED[name][1](roots)
     source, list_name = _parse(name)
-    return _source_list(source, list_name, roots)
+    return _source_list(source, list_name, roots, repeats_ok)
 
 
 def missing_files(samples: list[Sample]) -> list[tuple[Path, str]]:
-    """(path, what) for every image or label file of `samples` that is not there."""
+    """(path, what is wrong) for every image or label file of `samples` that is not there
+    (or is a directory, a broken or looping symbolic link: no file to read)."""
     problems = []
     for sample in samples:
         for path, what in ((sample.image, "image"), (sample.label, "label")):
-            if not path.is_file():
+            why = unusable_path(path)
+            if why == "missing":
                 problems.append((path, f"missing {what} of ID {sample.id}"))
+            elif why is not None:
+                problems.append((path, f"{what} of ID {sample.id} is {why}"))
     return problems
 
 
@@ -197,6 +246,6 @@ def check_split(name: str, samples: list[Sample], expected: int | None) -> None:
     if missing:
         path, what = missing[0]
         raise DataError(
-            f"{path}: {what} in split {name} ({len(missing)} files missing in all; "
-            "`python -m fcn_lightning.verify_data` lists them)"
+            f"{path}: {what}, in split {name} ({len(missing)} file(s) missing or unusable; "
+            "put the dataset's files there, `python -m fcn_lightning.verify_data` lists them)"
         )

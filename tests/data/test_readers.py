@@ -84,7 +84,8 @@ def test_colour_coded_label_png_is_refused(tmp_path, rng):
     path = tmp_path / "l.png"
     Image.fromarray(image_from_label(make_label(rng, 5, 5))).save(path)
     message = one_line_error(read_label, path)
-    assert str(path) in message and "3 channels" in message
+    assert str(path) in message and "label PNG is RGB colour" in message
+    assert "save the class indices as a palette (mode P) or greyscale (mode L) PNG" in message
 
 
 @pytest.mark.parametrize(

@@ -248,3 +248,100 @@ def test_id_without_image_or_label_is_named(tmp_path, what, folder, suffix):
 def test_unknown_split_is_a_config_error(split):
     with pytest.raises(ConfigError, match=r"data\.train_split"):
         SegmentationDataModule(train_split=split, val_split="voc2012_val")
+
+
+SEGMENTATION = "VOCdevkit/VOC2012/ImageSets/Segmentation"
+
+
+def test_bom_crlf_and_spaces_are_not_part_of_the_ids(tmp_path):
+    _, train_ids, _ = small_voc(tmp_path)
+    path = tmp_path / SEGMENTATION / "train.txt"
+    lines = [f"{train_ids[0]} ", f"\t{train_ids[1]}", "  ", f"{train_ids[2]}\t "]
+    path.write_bytes(b"\xef\xbb\xbf" + "\r\n".join(lines).encode() + b"\r\n")
+    dm = voc_dm(tmp_path)
+    dm.setup("fit")
+    assert dm.train_dataset.ids == train_ids
+    assert dm.train_dataset.load(0)[1].shape[-2:] == (12, 16)  # the files were found
+
+
+@pytest.mark.parametrize("content", [b"\xef\xbb\xbf", b"\xef\xbb\xbf\r\n \r\n"])
+def test_a_list_that_is_only_a_bom_lists_no_ids(tmp_path, content):
+    small_voc(tmp_path)
+    path = tmp_path / SEGMENTATION / "val.txt"
+    path.write_bytes(content)
+    with pytest.raises(DataError, match=re.escape(f"split list {path} lists no image IDs")):
+        voc_dm(tmp_path).setup("validate")
+
+
+def split_error(tmp_path, stage: str) -> str:
+    with pytest.raises(DataError) as info:
+        voc_dm(tmp_path).setup(stage)
+    message = str(info.value)
+    assert "\n" not in message
+    return message
+
+
+@pytest.mark.parametrize("split, stage", [("train", "fit"), ("val", "validate")])
+def test_an_id_listed_twice_is_refused_with_its_lines(tmp_path, split, stage):
+    _, train_ids, val_ids = small_voc(tmp_path)
+    ids = {"train": train_ids, "val": val_ids}[split]
+    path = tmp_path / SEGMENTATION / f"{split}.txt"
+    write_list(path, [ids[0], *ids, ids[0]])
+    message = split_error(tmp_path, stage)
+    assert message.startswith(f"split list {path}: 1 ID(s) listed more than once")
+    assert f"{ids[0]} (lines 1, 2, {len(ids) + 2})" in message
+    assert "delete the repeated lines" in message
+
+
+def test_many_repeated_ids_are_counted_and_the_first_named(tmp_path):
+    _, train_ids, _ = small_voc(tmp_path, train=5)
+    write_list(tmp_path / SEGMENTATION / "train.txt", train_ids + train_ids)
+    message = split_error(tmp_path, "fit")
+    assert "5 ID(s) listed more than once" in message
+    assert f"{train_ids[0]} (lines 1, 6); {train_ids[1]} (lines 2, 7)" in message
+    assert "and 2 more" in message
+
+
+def test_voc_aug_counts_an_id_repeated_in_its_lists_once(tmp_path):
+    tree = FakeTree(tmp_path)
+    voc_train, voc_val, sbd_train = fake_ids(1, 2), fake_ids(10, 1), fake_ids(20, 2)
+    voc = tree.voc({"train": voc_train + voc_train[:1], "val": voc_val})
+    tree.sbd({"train": [*sbd_train, voc_train[0]], "val": sbd_train[:1]})
+    dm = datamodule("voc_aug", tmp_path, "data.expected_counts=null")
+    dm.setup("fit")
+    assert sorted(dm.train_dataset.ids) == sorted(voc_train + sbd_train)
+    assert voc / "SegmentationClass" in dm.train_dataset.samples[0].label.parents
+
+
+def test_a_list_not_in_utf8_is_named(tmp_path):
+    _, train_ids, _ = small_voc(tmp_path)
+    path = tmp_path / SEGMENTATION / "train.txt"
+    path.write_bytes("\n".join(train_ids).encode("utf-16"))  # Notepad's "Unicode"
+    message = split_error(tmp_path, "fit")
+    assert message.startswith(f"split list {path} is not UTF-8 text")
+    assert "save it as UTF-8" in message
+
+
+def test_a_list_that_is_a_directory_is_named(tmp_path):
+    small_voc(tmp_path)
+    path = tmp_path / SEGMENTATION / "val.txt"
+    path.unlink()
+    path.mkdir()
+    assert split_error(tmp_path, "validate") == (
+        f"split list {path} is a directory: put the text file of image IDs there"
+    )
+
+
+@pytest.mark.parametrize("make, why", [
+    (lambda p: (p.unlink(), p.mkdir()), "label of ID {id} is a directory, not a file"),
+    (lambda p: (p.unlink(), p.symlink_to(p.name)),
+     "label of ID {id} is a symbolic link that loops (to {id}.png)"),
+    (lambda p: (p.unlink(), p.symlink_to("elsewhere.png")),
+     "label of ID {id} is a symbolic link to elsewhere.png, which does not exist"),
+])  # fmt: skip
+def test_a_label_path_that_is_no_file_is_named(tmp_path, make, why):
+    _, train_ids, _ = small_voc(tmp_path)
+    path = tmp_path / "VOCdevkit/VOC2012/SegmentationClass" / f"{train_ids[1]}.png"
+    make(path)
+    message = split_error(tmp_path, "fit")
+    assert message.startswith(f"{path}: {why.format(id=train_ids[1])}, in split voc2012_train")
