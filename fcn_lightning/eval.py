@@ -180,7 +180,7 @@ def evaluate(cfg: DictConfig, typed: Collection[str] = ()) -> dict[str, Any]:
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="eval")
 def main(cfg: DictConfig) -> None:
     die_with_launcher()
-    with user_errors(), isolated_job():
+    with user_errors(cfg, "eval"), isolated_job():
         evaluate(cfg, command_line_keys())
 
 

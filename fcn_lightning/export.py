@@ -268,7 +268,7 @@ def export(cfg: DictConfig, typed: Collection[str] = ()) -> Path:
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="export")
 def main(cfg: DictConfig) -> None:
-    with user_errors():
+    with user_errors(cfg, "export"):
         export(cfg, command_line_keys())
 
 

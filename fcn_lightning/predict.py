@@ -202,7 +202,7 @@ def predict(cfg: DictConfig, typed: Collection[str] = ()) -> list[Path]:
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="predict")
 def main(cfg: DictConfig) -> None:
-    with user_errors():
+    with user_errors(cfg, "predict"):
         predict(cfg, command_line_keys())
 
 

@@ -35,6 +35,7 @@ from fcn_lightning.data.splits import (
     split_sources,
 )
 from fcn_lightning.errors import DataError, FCNError
+from fcn_lightning.run.check_config import check_config
 from fcn_lightning.run.config import CONF_DIR
 
 
@@ -210,6 +211,7 @@ def print_report(
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="verify_data")
 def main(cfg: DictConfig) -> None:
     try:
+        check_config(cfg, "verify_data")
         result = verify_data(cfg)
     except FCNError as err:
         print(f"error: {err}", file=sys.stderr)

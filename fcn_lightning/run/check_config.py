@@ -87,7 +87,7 @@ def _reason(err: Exception) -> str:
 # -- checking ------------------------------------------------------------------------------
 
 
-def _check_dataclass(values: Any, cls: type, key: str) -> list[str]:
+def _check_dataclass(values: Any, cls: type, key: str, partial: bool = False) -> list[str]:
     if not isinstance(values, dict):
         return [f"{_show(key, values)}: expected a group of keys ({_names(cls)})"]
     hints = _hints(cls)
@@ -102,7 +102,7 @@ def _check_dataclass(values: Any, cls: type, key: str) -> list[str]:
             continue
         problems += _check(value, hints[name], fields[name].metadata, full)
     for name, spec_field in fields.items():
-        if name not in values and spec_field.default is not OPTIONAL:
+        if name not in values and spec_field.default is not OPTIONAL and not partial:
             full = f"{key}.{name}" if key else name
             problems.append(f"{full} is missing: set {full}=<{_what(hints[name])}>")
     return problems
@@ -127,7 +127,7 @@ def _check(value: Any, hint: Any, bounds: dict, key: str) -> list[str]:
     if value is None:
         return [f"{_show(key, value)}: must be set (expected {_what(hint)})"]
     if dataclasses.is_dataclass(hint):
-        return _check_dataclass(value, hint, key)
+        return _check_dataclass(value, hint, key, partial=bounds.get("partial", False))
     if not _is_type(value, hint):
         return [f"{_show(key, value)}: expected {_what(hint)}{_hint_fix(key, value, hint)}"]
     if origin is list:
@@ -300,12 +300,15 @@ def _train_steps(values: dict) -> str | None:
     return None
 
 
-def _workers(values: dict) -> str | None:
+def _data(values: dict) -> str | None:
     data = values.get("data") or {}
     if data.get("num_workers") == 0 and data.get("persistent_workers"):
         return "data.persistent_workers=true needs data.num_workers > 0"
     if data.get("num_workers") == 0 and data.get("prefetch_factor") is not None:
         return "data.prefetch_factor needs data.num_workers > 0: set it to null"
+    crop = data.get("crop_size")
+    if isinstance(crop, list) and len(crop) != 2:
+        return f"data.crop_size={crop}: give one size or [height, width]"
     scale = data.get("scale_range")
     if scale and scale[0] > scale[1]:
         return f"data.scale_range={scale}: give [low, high] with low <= high"
@@ -333,7 +336,7 @@ def _gpu(values: dict) -> str | None:
 
 
 TASK_RULES = {
-    "train": (_train_steps, _workers, _gpu),
-    "eval": (_workers, _gpu),
-    "verify_data": (_workers,),
+    "train": (_train_steps, _data, _gpu),
+    "eval": (_data, _gpu),
+    "verify_data": (_data,),
 }

@@ -38,13 +38,15 @@ def spec(
     length: int | None = None,
     nonempty: bool = False,
     pattern: str | None = None,
+    partial: bool = False,
     default: Any = dataclasses.MISSING,
 ) -> Any:
     """A field's bounds: ``ge``/``gt``/``le``/``lt`` for numbers (each item of a list),
     ``choices`` for strings, ``length`` for lists, ``nonempty`` for strings and lists,
-    ``pattern`` (a regular expression, as words after ``|``) for strings."""
+    ``pattern`` (a regular expression, as words after ``|``) for strings; ``partial``
+    for a group whose keys may each be left out."""
     bounds = {"ge": ge, "gt": gt, "le": le, "lt": lt, "choices": choices, "length": length,
-              "nonempty": nonempty, "pattern": pattern}  # fmt: skip
+              "nonempty": nonempty, "pattern": pattern, "partial": partial}  # fmt: skip
     given = {k: v for k, v in bounds.items() if v is not None and v is not False}
     return field(default=default, metadata=given)
 
@@ -257,7 +259,9 @@ class EvalConfig:
     paths: Paths
     trainer: Trainer
     inference: Inference
-    data: Data | None = optional()
+    # None: the checkpoint's data; a preset (data=voc2012); or keys over the checkpoint's
+    # (+data.<key>=...), so every key may be left out.
+    data: Data | None = optional(partial=True)
 
 
 @dataclass(kw_only=True)
@@ -266,8 +270,9 @@ class PredictConfig:
     ckpt_path: Path = spec(nonempty=True)
     inputs: Path = spec(nonempty=True)  # an image, a folder or a list file
     out_dir: Path = spec(nonempty=True)
-    device: str = spec(choices=("auto", "cpu", "cuda"))
+    device: str = spec(pattern=r"auto|cpu|cuda(:\d+)?|auto, cpu, cuda or cuda:<index>")
     alpha: float = spec(ge=0, le=1)
+    normalization: str | None = spec(choices=tuple(NORMS))  # null: the checkpoint's
     run_name: str = spec(nonempty=True)
     print_config: bool
     paths: Paths
@@ -281,6 +286,7 @@ class ExportConfig:
     format: str = spec(choices=("onnx", "torchscript"))
     out: Path | None = spec(nonempty=True)
     normalize_in_graph: bool
+    normalization: str | None = spec(choices=tuple(NORMS))  # null: the checkpoint's
     example_size: list[int] = spec(ge=1, length=2)
     opset: int = spec(ge=7)
     check: bool

@@ -83,9 +83,9 @@ CASES = [
          ["synthetic dataset not found at {root}/moved/synthetic"]),
     # -- config -------------------------------------------------------------------------
     Case("unknown variant", "config", "train", lambda p: ["model.variant=fcn4s"],
-         ["unknown model.variant='fcn4s': choose one of", "fcn8s"], resume=False),
+         ["model.variant='fcn4s': choose one of", "fcn8s"], resume=False),
     Case("unknown backbone", "config", "train", lambda p: ["model.backbone=resnet34"],
-         ["unknown model.backbone='resnet34': choose one of ['alexnet'"], resume=False),
+         ["model.backbone='resnet34': choose one of ['vgg16', 'alexnet'"], resume=False),
     Case("unknown model preset", "config", "train", lambda p: ["model=fcn4s"],
          ["Could not find 'model/fcn4s'", "Available options in 'model'"], hydra_error=True),
     Case("unknown data preset", "config", "train", lambda p: ["data=voc2013"],

@@ -89,7 +89,7 @@ CASES = [
           "trained with [background", "the table uses the checkpoint's class names"]),
     Case("eval misspelt data key on the checkpoint's own data", "config", "eval",
          lambda p: ["+data.normalisation=caffe"],
-         ["data.normalisation: no such data setting"]),
+         ["unknown key data.normalisation: did you mean data.normalization?"]),
     # -- predict ------------------------------------------------------------------------
     Case("predict normalisation typed against the checkpoint", "config", "predict",
          lambda p: ["normalization=caffe"],
@@ -106,7 +106,7 @@ CASES = [
          ["device=cuda: no CUDA device is available", "use device=cpu or device=auto"],
          skip=no_cuda()),
     Case("predict on a device that does not exist", "config", "predict",
-         lambda p: ["device=gpu"], ["device=gpu: choose auto, cpu, cuda or cuda:<index>"]),
+         lambda p: ["device=gpu"], ["device='gpu': expected auto, cpu, cuda or cuda:<index>"]),
     Case("predict inputs that would share an output name", "data", "predict",
          lambda p: [f"inputs={same_stem_folder(p)}"],
          ["{root}/photos/x.jpg and {root}/photos/x.png would both be written as x.png",
@@ -131,15 +131,15 @@ CASES = [
          lambda p: [f"out={p.root / 'm.pt'}"],
          ["out={root}/m.pt: format=onnx writes onnx files", "name it m.onnx"]),
     Case("export format typo", "config", "export", lambda p: ["format=onxx"],
-         ["format='onxx': choose one of ['onnx', 'torchscript']", "did you mean format=onnx"]),
+         ["format='onxx': choose one of ['onnx', 'torchscript']", "(did you mean onnx?)"]),
     Case("export unknown format", "config", "export", lambda p: ["format=xyz"],
          ["format='xyz': choose one of ['onnx', 'torchscript']"]),
     Case("export example_size of zeros", "config", "export", lambda p: ["example_size=[0,0]"],
-         ["example_size=[0, 0]: must be [height, width], two positive integers"]),
+         ["2 config problems: (1) example_size[0]=0: must be at least 1"]),
     Case("export example_size not a list", "config", "export", lambda p: ["example_size=224"],
-         ["example_size=224: must be [height, width]"]),
+         ["example_size=224: expected a list of integers"]),
     Case("export example_size of one number", "config", "export",
-         lambda p: ["example_size=[224]"], ["example_size=[224]: must be [height, width]"]),
+         lambda p: ["example_size=[224]"], ["example_size=[224]: expected 2 values, got 1"]),
 ]  # fmt: skip
 
 EXPORTED = ("*.onnx", "*.pt", "*.onnx.json", "*.pt.json", ".fcn-export-probe-*")

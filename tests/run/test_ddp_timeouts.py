@@ -3,6 +3,7 @@ collectives give up on a hung rank after ``trainer.ddp_timeout_s``."""
 
 from __future__ import annotations
 
+import contextlib
 from datetime import timedelta
 
 import pytorch_lightning as pl
@@ -32,11 +33,9 @@ def test_startup_and_collective_timeouts_are_set_apart():
         accelerator="cpu", devices=1, strategy=strategy, callbacks=[record], logger=False,
         enable_progress_bar=False, enable_model_summary=False, max_steps=1,
     )  # fmt: skip
-    with isolated_job():  # no process group or rendezvous variables left behind
-        try:
-            trainer.fit(BoringModel())
-        except SystemExit:
-            pass
+    # isolated_job: no process group or rendezvous variables left behind
+    with isolated_job(), contextlib.suppress(SystemExit):
+        trainer.fit(BoringModel())
     assert record.store == timedelta(seconds=90)  # the rendezvous
     assert record.collective == timedelta(seconds=7)  # every collective after it
     assert not dist.is_initialized()
