@@ -25,6 +25,7 @@ from fcn_lightning.models.checkpoints import (
 from fcn_lightning.models.inference import apply_inference
 from fcn_lightning.module import load_module
 from fcn_lightning.run.boundary import user_errors
+from fcn_lightning.run.check_config import check_config
 from fcn_lightning.run.config import CONF_DIR, resolved
 from fcn_lightning.run.console import log, print_config
 from fcn_lightning.run.processes import (
@@ -180,7 +181,8 @@ def evaluate(cfg: DictConfig, typed: Collection[str] = ()) -> dict[str, Any]:
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="eval")
 def main(cfg: DictConfig) -> None:
     die_with_launcher()
-    with user_errors(cfg, "eval"), isolated_job():
+    with user_errors(), isolated_job():
+        check_config(cfg, "eval")  # before anything is written or fetched
         evaluate(cfg, command_line_keys())
 
 

@@ -42,6 +42,7 @@ from fcn_lightning.models.inference import Inference, inference_net
 from fcn_lightning.module import load_module
 from fcn_lightning.normalization import InputNorm, get_input_norm
 from fcn_lightning.run.boundary import user_errors
+from fcn_lightning.run.check_config import check_config
 from fcn_lightning.run.config import CONF_DIR, resolved
 from fcn_lightning.run.console import log
 
@@ -268,7 +269,8 @@ def export(cfg: DictConfig, typed: Collection[str] = ()) -> Path:
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="export")
 def main(cfg: DictConfig) -> None:
-    with user_errors(cfg, "export"):
+    with user_errors():
+        check_config(cfg, "export")  # before anything is written or fetched
         export(cfg, command_line_keys())
 
 

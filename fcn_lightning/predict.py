@@ -33,6 +33,7 @@ from fcn_lightning.models.inference import apply_inference
 from fcn_lightning.module import load_module
 from fcn_lightning.normalization import get_input_norm
 from fcn_lightning.run.boundary import user_errors
+from fcn_lightning.run.check_config import check_config
 from fcn_lightning.run.config import CONF_DIR, resolved
 from fcn_lightning.run.console import log, print_config
 from fcn_lightning.run.progress import track
@@ -202,7 +203,8 @@ def predict(cfg: DictConfig, typed: Collection[str] = ()) -> list[Path]:
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="predict")
 def main(cfg: DictConfig) -> None:
-    with user_errors(cfg, "predict"):
+    with user_errors():
+        check_config(cfg, "predict")  # before anything is written or fetched
         predict(cfg, command_line_keys())
 
 

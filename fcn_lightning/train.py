@@ -24,6 +24,7 @@ from fcn_lightning.module import FCNModule
 from fcn_lightning.prerequisites import check_prerequisites
 from fcn_lightning.report.results import read_run
 from fcn_lightning.run.boundary import user_errors
+from fcn_lightning.run.check_config import check_config
 from fcn_lightning.run.checkpoint_io import AtomicCheckpointIO, remove_partial_checkpoints
 from fcn_lightning.run.config import CONF_DIR, resolved, save_config
 from fcn_lightning.run.console import log, print_config
@@ -197,7 +198,8 @@ def report_final(lifecycle: RunLifecycle, trainer: pl.Trainer, run: RunDir) -> N
 def main(cfg: DictConfig) -> float | None:
     die_with_launcher()
     metrics = None
-    with user_errors(cfg, "train"), isolated_job():
+    with user_errors(), isolated_job():
+        check_config(cfg, "train")  # before anything is written or fetched
         gpu = claimed_gpu() if cfg.get("claim_gpu") else contextlib.nullcontext()
         with gpu:
             metrics = train(cfg)

@@ -129,3 +129,14 @@ class SignalAt(pl.Callback):
             return
         if trainer.global_step == self.step:
             os.kill(os.getpid(), self.signum)
+
+
+class RaiseAt(pl.Callback):
+    """A bug at training step `step`: an exception no user input explains."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_step == self.step:
+            raise RuntimeError(f"a bug planted at step {self.step}")

@@ -37,9 +37,8 @@ _launch: dict[str, Any] = {}
 
 
 @contextlib.contextmanager
-def user_errors(cfg: DictConfig | None = None, task: str | None = None) -> Iterator[None]:
-    """The boundary around an entry point's work; with ``cfg`` and ``task`` it first
-    checks the config against the task's typed schema (`run.check_config`).
+def user_errors() -> Iterator[None]:
+    """The boundary around an entry point's work (which starts with `run.check_config`).
 
     In a multirun, exiting would end the whole sweep at its first bad point; the job's
     failure is written to ``FAILED.txt`` in its directory instead, the other jobs run,
@@ -49,10 +48,6 @@ def user_errors(cfg: DictConfig | None = None, task: str | None = None) -> Itera
     if job_dir is not None:
         (job_dir / FAILED_MARKER).unlink(missing_ok=True)  # from an earlier attempt
     try:
-        if cfg is not None and task is not None:
-            from fcn_lightning.run.check_config import check_config
-
-            check_config(cfg, task)
         yield
     except FCNError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import inspect
+import math
 import re
 import types
 import typing
@@ -157,6 +158,8 @@ def _check_bounds(value: Any, bounds: dict, key: str) -> list[str]:
     pattern, _, words = str(bounds.get("pattern", "")).rpartition("|")
     if pattern and isinstance(value, str) and not re.fullmatch(pattern, value.replace(" ", "")):
         return [f"{_show(key, value)}: expected {words}"]
+    if isinstance(value, float) and not math.isfinite(value):
+        return [f"{_show(key, value)}: must be a finite number"]
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         for name, ok, words in (
             ("ge", lambda b: value >= b, "at least"),

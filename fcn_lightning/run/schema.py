@@ -76,7 +76,7 @@ class Synthetic:
 
 @dataclass(kw_only=True)
 class Data:
-    _target_: str
+    _target_: str = spec(choices=("fcn_lightning.data.datamodule.SegmentationDataModule",))
     name: str = spec(nonempty=True)
     data_dir: Path = spec(nonempty=True)
     train_split: str = spec(nonempty=True)
@@ -168,7 +168,7 @@ class Trainer:
     """The keys this project sets; any other `pytorch_lightning.Trainer` argument may be
     added (``+trainer.<name>=...``) and goes to Lightning unchecked."""
 
-    _target_: str
+    _target_: str = spec(choices=("pytorch_lightning.Trainer",))
     default_root_dir: Path = spec(nonempty=True)
     accelerator: str = spec(choices=ACCELERATORS)
     devices: int | str | list[int] = spec(

@@ -253,9 +253,9 @@ def run_entry(entry: str, args: list[str], monkeypatch) -> int:
     return 0
 
 
-def check_case(case: Case, earlier: Place, tmp_path: Path, monkeypatch, capfd) -> None:
-    """Run one case in a copy of the earlier outputs: its status, its one message, and
-    every earlier file byte for byte."""
+def check_case(case: Case, earlier: Place, tmp_path: Path, monkeypatch, capfd) -> Place:
+    """Run one case in a copy of the earlier outputs: its status (2, a user error; 1 where
+    Hydra itself refuses), its one message, and every earlier file byte for byte."""
     if case.skip:
         pytest.skip(case.skip)
     place = Place(tmp_path)
@@ -275,7 +275,7 @@ def check_case(case: Case, earlier: Place, tmp_path: Path, monkeypatch, capfd) -
     out, err = capfd.readouterr()
     assert "this ran" not in out  # no pickled call was made (RunsCode)
 
-    assert status != 0
+    assert status == (1 if case.hydra_error else 2), err[-3000:]
     if case.hydra_error:
         message = err[err.index("Could not find") :]
     else:
@@ -297,3 +297,4 @@ def check_case(case: Case, earlier: Place, tmp_path: Path, monkeypatch, capfd) -
             assert after[name].startswith(data), f"{name} was rewritten"
         else:
             assert after[name] == data, f"{name} was changed"
+    return place
