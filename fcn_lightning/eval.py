@@ -58,6 +58,11 @@ def eval_datamodule(
     assert isinstance(given, dict)
     if "_target_" in given:  # data=<preset>
         hparams = given
+        # Scoring reads data, never writes it: a preset's generate/download would otherwise
+        # regenerate (overwrite) a synthetic tree made with other settings, or fetch.
+        for key in ("generate", "download"):
+            if f"data.{key}" not in typed:
+                hparams[key] = False
     else:  # the checkpoint's data, with any +data.<key>=... on top
         hparams = dict(checkpoint.get("datamodule_hyper_parameters") or {})
         if not hparams:

@@ -15,6 +15,7 @@ other could change class, and the test first checks that there is none.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -187,3 +188,22 @@ def test_every_scoring_path_gives_the_same_table(trained, tmp_path, monkeypatch,
         "caffe-fed",
         round(100 * wrong["mean_iu"], 2),
     )
+
+
+def test_eval_with_a_preset_never_rewrites_the_dataset(trained, tmp_path, monkeypatch, capfd):
+    """The synthetic preset's own generator settings differ from the tree's: scoring must
+    not regenerate (overwrite) the tree, whatever it then says."""
+    data, ckpt = trained
+    tree = data / "synthetic"
+    before = {p: p.read_bytes() for p in sorted(tree.rglob("*")) if p.is_file()}
+    monkeypatch.chdir(tmp_path)
+    import fcn_lightning.eval as entry
+
+    monkeypatch.setattr("sys.argv", ["eval", f"ckpt_path={ckpt}", "data=synthetic",
+                                     f"paths.data_dir={data}", "data.num_workers=0",
+                                     f"hydra.run.dir={tmp_path / 'eval'}"])  # fmt: skip
+    with contextlib.suppress(SystemExit):
+        entry.main()
+    capfd.readouterr()
+    after = {p: p.read_bytes() for p in sorted(tree.rglob("*")) if p.is_file()}
+    assert after == before
