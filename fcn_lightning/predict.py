@@ -39,7 +39,7 @@ from fcn_lightning.run.console import log, print_config
 from fcn_lightning.run.progress import track
 from fcn_lightning.visualize import overlay, palette_image
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm"}
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".gif"}
 OVERLAY_SUFFIX = "_overlay.jpg"
 
 
@@ -47,7 +47,14 @@ def list_inputs(inputs: str | Path) -> list[Path]:
     """Images named by ``inputs``: one image, a folder of them, or a text file of paths."""
     path = Path(inputs).expanduser()
     if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+        entries = sorted(p for p in path.iterdir() if not p.name.startswith("."))
+        broken = [p.name for p in entries if p.is_symlink() and not p.exists()]
+        if broken:
+            raise DataError(
+                f"inputs={path}: {broken[0]} is a symbolic link to nothing (or a loop): "
+                "remove it or point it at an image"
+            )
+        files = [p for p in entries if p.is_file()]
         images = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
         others = [p.name for p in files if p.suffix.lower() not in IMAGE_SUFFIXES]
         if others:
@@ -60,7 +67,14 @@ def list_inputs(inputs: str | Path) -> list[Path]:
     elif path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
         images = [path]
     elif path.is_file():
-        lines = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+        try:  # a list file: UTF-8, a byte-order mark and CRLF line ends allowed
+            text = path.read_text(encoding="utf-8-sig")
+        except UnicodeDecodeError:
+            raise DataError(
+                f"inputs={path}: neither an image ({', '.join(sorted(IMAGE_SUFFIXES))}) nor "
+                "a UTF-8 text file listing images"
+            ) from None
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
         images = [(path.parent / line).resolve() for line in lines]
         missing = [str(p) for p in images if not p.is_file()]
         if missing:

@@ -106,6 +106,11 @@ def repeat_first_id(place: Place, split: str) -> None:
     write_text(path, "\n".join([*ids, ids[0]]) + "\n")
 
 
+def folder_with_dangling_link(path) -> None:
+    path.mkdir()
+    (path / "gone.jpg").symlink_to(path / "deleted.jpg")
+
+
 def predict_file(place: Place, name: str, make) -> None:
     path = place.root / name
     make(path)
@@ -167,6 +172,15 @@ CASES = [
     Case("predict an empty image file", "data", "predict",
          lambda p: [f"inputs={p.extra['inputs']}"], ["{root}/empty.jpg: image file is empty"],
          setup=lambda p: predict_file(p, "empty.jpg", lambda path: path.write_bytes(b""))),
+    Case("predict a folder with a dangling link", "data", "predict",
+         lambda p: [f"inputs={p.extra['inputs']}"],
+         ["inputs={root}/photos: gone.jpg is a symbolic link to nothing (or a loop)"],
+         setup=lambda p: predict_file(p, "photos", folder_with_dangling_link)),
+    Case("predict a binary file that is no image", "data", "predict",
+         lambda p: [f"inputs={p.extra['inputs']}"],
+         ["inputs={root}/photo.heic: neither an image", "nor a UTF-8 text file listing images"],
+         setup=lambda p: predict_file(
+             p, "photo.heic", lambda path: path.write_bytes(bytes(range(256)) * 4))),
     # -- EXIF orientation -----------------------------------------------------------------
     Case("image turned by EXIF away from its label", "data", "train", lambda p: [],
          ["{label}: label is", "(HxW) but image {image} is",
