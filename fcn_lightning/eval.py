@@ -24,7 +24,7 @@ from fcn_lightning.models.checkpoints import (
 )
 from fcn_lightning.models.inference import apply_inference
 from fcn_lightning.module import load_module
-from fcn_lightning.run.boundary import user_errors
+from fcn_lightning.run.boundary import lightning_refusals, user_errors
 from fcn_lightning.run.check_config import check_config
 from fcn_lightning.run.config import CONF_DIR, resolved
 from fcn_lightning.run.console import log, print_config
@@ -155,9 +155,10 @@ def evaluate(cfg: DictConfig, typed: Collection[str] = ()) -> dict[str, Any]:
     # scores a split with several processes (each image on exactly one of them).
     trainer_cfg = {k: v for k, v in resolved(cfg.trainer).items() if k in DEVICE_KEYS}
     apply_ddp_timeout(trainer_cfg)
-    trainer = pl.Trainer(
-        **trainer_cfg, logger=False, enable_checkpointing=False, callbacks=[StepProgressBar()]
-    )
+    with lightning_refusals("trainer"):
+        trainer = pl.Trainer(
+            **trainer_cfg, logger=False, enable_checkpointing=False, callbacks=[StepProgressBar()]
+        )
     prepare_ddp_relaunch()
     try:
         trainer.validate(module, datamodule=datamodule, verbose=False)

@@ -267,6 +267,17 @@ def load_module(checkpoint: str | Path, **overrides: Any) -> FCNModule:
     hparams["model"] = {**hparams["model"], "pretrained": False, "init_from": None}
     hparams.update(overrides)
     module = FCNModule(**hparams)
+    shapes = module.state_dict()
+    wrong = [
+        k for k, v in state.items() if k in shapes and tuple(v.shape) != tuple(shapes[k].shape)
+    ]
+    if wrong:
+        raise ConfigError(
+            f"ckpt_path={path}: {wrong[0]} has shape {tuple(state[wrong[0]].shape)} but the "
+            f"model in its hyperparameters needs {tuple(shapes[wrong[0]].shape)} "
+            f"({len(wrong)} such tensor(s)): the file was altered or is from another model; "
+            "use the checkpoint the run wrote"
+        )
     missing, unexpected = module.load_state_dict(state, strict=False)
     if [k for k in missing if not k.endswith("class_weight")] or unexpected:
         raise ConfigError(

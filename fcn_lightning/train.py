@@ -23,7 +23,7 @@ from fcn_lightning.models import init_from_checkpoint
 from fcn_lightning.module import FCNModule
 from fcn_lightning.prerequisites import check_prerequisites
 from fcn_lightning.report.results import read_run
-from fcn_lightning.run.boundary import user_errors
+from fcn_lightning.run.boundary import lightning_refusals, user_errors
 from fcn_lightning.run.check_config import check_config
 from fcn_lightning.run.checkpoint_io import AtomicCheckpointIO, remove_partial_checkpoints
 from fcn_lightning.run.config import CONF_DIR, resolved, save_config
@@ -83,12 +83,12 @@ def build_module(cfg: DictConfig, datamodule: SegmentationDataModule) -> FCNModu
 def build_trainer(cfg: DictConfig, run: RunDir, lifecycle: RunLifecycle) -> pl.Trainer:
     trainer_cfg = {k: v for k, v in resolved(cfg.trainer).items() if k not in MODULE_SWITCHES}
     apply_ddp_timeout(trainer_cfg)
-    return hydra.utils.instantiate(
-        trainer_cfg,
-        callbacks=[*build_callbacks(cfg.get("callbacks")), lifecycle],
-        logger=build_loggers(cfg.get("logger"), run.path),
-        plugins=[AtomicCheckpointIO()],
-    )
+    callbacks = [*build_callbacks(cfg.get("callbacks")), lifecycle]
+    loggers = build_loggers(cfg.get("logger"), run.path)
+    with lightning_refusals("trainer"):
+        return hydra.utils.instantiate(
+            trainer_cfg, callbacks=callbacks, logger=loggers, plugins=[AtomicCheckpointIO()]
+        )
 
 
 @rank_zero_only

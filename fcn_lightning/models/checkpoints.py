@@ -158,11 +158,21 @@ def intact_checkpoints_beside(path: Path) -> list[tuple[Path, int]]:
             loaded = _load(other, key="ckpt_path", mmap=True, advise=False)
         except WeightsError:
             continue
-        if isinstance(loaded, dict) and isinstance(loaded.get("state_dict"), dict):
-            step = loaded.get("global_step")
-            found.append((other, step if isinstance(step, int) else -1, other.stat().st_mtime))
+        if _is_training_checkpoint(loaded):
+            found.append((other, loaded["global_step"], other.stat().st_mtime))
     found.sort(key=lambda item: (item[1], item[2]), reverse=True)
     return [(p, step) for p, step, _ in found]
+
+
+def _is_training_checkpoint(loaded: Any) -> bool:
+    """A checkpoint a run of this tool wrote: weights, the step, the model's settings."""
+    return (
+        isinstance(loaded, dict)
+        and isinstance(loaded.get("state_dict"), dict)
+        and bool(loaded["state_dict"])
+        and isinstance(loaded.get("global_step"), int)
+        and isinstance((loaded.get("hyper_parameters") or {}).get("model"), dict)
+    )
 
 
 def extract_state_dict(loaded: Any, *, source: str) -> dict[str, Tensor]:

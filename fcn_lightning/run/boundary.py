@@ -22,7 +22,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from fcn_lightning.errors import FCNError
+from fcn_lightning.errors import ConfigError, FCNError
 
 FAILED_MARKER = "FAILED.txt"
 INTERNAL = "internal error"
@@ -50,7 +50,7 @@ def user_errors() -> Iterator[None]:
     try:
         yield
     except FCNError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {one_line(str(error))}", file=sys.stderr)
         if job_dir is None:
             _remove_new_run_dir()
             sys.exit(USER_ERROR_STATUS)
@@ -66,6 +66,25 @@ def user_errors() -> Iterator[None]:
         _record_failure(job_dir, f"{line}\n\n{traceback.format_exc()}")
 
 
+def one_line(text: str) -> str:
+    """A message on one line (a library's multi-line message folded)."""
+    return " ".join(text.split())
+
+
+@contextlib.contextmanager
+def lightning_refusals(key: str) -> Iterator[None]:
+    """Lightning's refusal of a setting it was handed unchecked (``+trainer.max_time=abc``,
+    a float ``val_check_interval`` above 1) as a user error naming the config node."""
+    from hydra.errors import InstantiationException
+    from lightning_fabric.utilities.exceptions import MisconfigurationException
+
+    try:
+        yield
+    except (InstantiationException, MisconfigurationException, ValueError, TypeError) as err:
+        cause = err.__cause__ or err
+        raise ConfigError(f"{key}: Lightning refused the settings: {one_line(str(cause))}") from err
+
+
 def _record_failure(job_dir: Path, text: str) -> None:
     job_dir.mkdir(parents=True, exist_ok=True)
     (job_dir / FAILED_MARKER).write_text(f"{text}\n")
@@ -77,9 +96,20 @@ class RunDirRecord(Callback):
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         _launch.clear()
-        with contextlib.suppress(Exception):  # a run dir Hydra cannot resolve: keep all
+        try:
             run_dir = Path(str(config.hydra.run.dir)).absolute()
-            _launch.update(run_dir=run_dir, existed=run_dir.exists())
+        except Exception:  # a run dir Hydra cannot resolve: it says so itself
+            return
+        _launch.update(run_dir=run_dir, existed=run_dir.exists())
+        try:  # Hydra would fail on it with a traceback
+            run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            print(
+                f"error: run directory {run_dir} cannot be created ({err.strerror or err}): "
+                "give paths.log_dir or hydra.run.dir a folder you can write to",
+                file=sys.stderr,
+            )
+            sys.exit(USER_ERROR_STATUS)
 
 
 def _remove_new_run_dir() -> None:
@@ -93,7 +123,12 @@ def _remove_new_run_dir() -> None:
     run_dir = Path(hydra_cfg.runtime.output_dir).absolute()
     if run_dir != _launch["run_dir"] or not run_dir.is_dir():
         return
-    if all(e.name in HYDRA_NOTES or e.suffix == ".log" for e in run_dir.iterdir()):
+    own = [
+        p for p in run_dir.rglob("*")
+        if p.is_file() and p.relative_to(run_dir).parts[0] not in HYDRA_NOTES
+        and not (p.parent == run_dir and p.suffix == ".log")
+    ]  # fmt: skip
+    if not own:  # Hydra's notes, the log, the lock and empty folders only
         shutil.rmtree(run_dir, ignore_errors=True)
 
 

@@ -35,6 +35,9 @@ def check_config(cfg: DictConfig, task: str) -> None:
     problems: list[str] = []
     values = _resolve(cfg, "", problems)
     problems += [_explain(p, values) for p in _check_dataclass(values, SCHEMAS[task], "")]
+    for group in ("logger", "callbacks"):
+        if not problems and isinstance(values.get(group), dict):
+            problems += _check_targets(values[group], group)
     if not problems:
         problems += [p for rule in TASK_RULES.get(task, ()) if (p := rule(values))]
     if len(problems) == 1:
@@ -212,6 +215,68 @@ def _trainer_arguments() -> frozenset[str]:
     return frozenset(inspect.signature(pl.Trainer.__init__).parameters) - {"self"}
 
 
+def _check_targets(nodes: dict, group: str) -> list[str]:
+    """Each ``logger.<name>`` / ``callbacks.<name>``: a ``_target_`` that imports, and
+    keys its constructor takes, plain-typed ones of their type."""
+    from hydra._internal.utils import _locate
+
+    problems = []
+    for name, node in nodes.items():
+        key = f"{group}.{name}"
+        if node is None:
+            continue  # switched off
+        if not isinstance(node, dict) or not isinstance(node.get("_target_"), str):
+            problems.append(f"{key}: give its class as {key}._target_=<module.Class>, or null")
+            continue
+        try:
+            target = _locate(node["_target_"])
+        except Exception as err:
+            problems.append(
+                f"{key}._target_={node['_target_']!r}: cannot be imported ({_reason(err)})"
+            )
+            continue
+        problems += _check_arguments(node, target, key)
+    return problems
+
+
+def _check_arguments(node: dict, target: Any, key: str) -> list[str]:
+    try:
+        parameters = inspect.signature(target).parameters
+    except (TypeError, ValueError):
+        return []
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        names = None  # takes any keyword
+    else:
+        names = list(parameters)
+    try:
+        hints = typing.get_type_hints(target.__init__ if inspect.isclass(target) else target)
+    except Exception:
+        hints = {}
+    problems = []
+    for arg, value in node.items():
+        if arg.startswith("_") and arg.endswith("_"):
+            continue  # _target_, _partial_, ...
+        if names is not None and arg not in names:
+            problems.append(_unknown(f"{key}.{arg}", arg, names, names))
+            continue
+        hint = _plain(hints.get(arg))
+        if hint is not None and not (value is None and _optional(hints[arg])):
+            problems += _check(value, hint, {}, f"{key}.{arg}")
+    return problems
+
+
+def _plain(hint: Any) -> Any:
+    """``hint`` if it is bool, int, float or str (or Optional of one), else None."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if typing.get_origin(hint) in (Union, types.UnionType) and len(args) == 1:
+        hint = args[0]
+    return hint if hint in (bool, int, float, str) else None
+
+
+def _optional(hint: Any) -> bool:
+    return type(None) in typing.get_args(hint)
+
+
 # -- words ---------------------------------------------------------------------------------
 
 
@@ -318,6 +383,33 @@ def _data(values: dict) -> str | None:
     return None
 
 
+def _trainer(values: dict) -> str | None:
+    """Lightning's rules for the values the schema types loosely."""
+    trainer = values["trainer"]
+    if trainer.get("devices") == 0:
+        return "trainer.devices=0: give a count (1, 2, ...), -1 for all devices, or auto"
+    interval = trainer.get("val_check_interval")
+    if isinstance(interval, float) and interval > 1:
+        return (
+            f"trainer.val_check_interval={interval}: a float is a fraction of an epoch (at "
+            f"most 1.0); give a number of steps as an integer, e.g. {int(interval)}"
+        )
+    if isinstance(interval, float) and trainer.get("check_val_every_n_epoch") is None:
+        return (
+            f"trainer.val_check_interval={interval}: a fraction of an epoch needs "
+            "trainer.check_val_every_n_epoch; give a number of steps as an integer instead"
+        )
+    for key in ("limit_train_batches", "limit_val_batches", "limit_test_batches",
+                "overfit_batches"):  # fmt: skip
+        value = trainer.get(key)
+        if isinstance(value, float) and value > 1:
+            return (
+                f"trainer.{key}={value}: a float is a fraction (at most 1.0); give a number "
+                f"of batches as an integer, e.g. {int(value)}"
+            )
+    return None
+
+
 def _gpu(values: dict) -> str | None:
     trainer = values["trainer"]
     if trainer["accelerator"] not in ("gpu", "cuda"):
@@ -339,7 +431,7 @@ def _gpu(values: dict) -> str | None:
 
 
 TASK_RULES = {
-    "train": (_train_steps, _data, _gpu),
-    "eval": (_data, _gpu),
+    "train": (_train_steps, _data, _trainer, _gpu),
+    "eval": (_data, _trainer, _gpu),
     "verify_data": (_data,),
 }

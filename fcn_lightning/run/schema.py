@@ -225,13 +225,13 @@ Targets = dict[str, dict[str, Any] | None] | None
 
 @dataclass(kw_only=True)
 class TrainConfig:
-    task_name: str = spec(nonempty=True)
+    task_name: str = spec(pattern=r"(?!\.\.?$)[^/\x00]+|a name without / (it names a folder)")
     seed: int = spec(ge=0, lt=2**32)
     ckpt_path: Path | None = spec(nonempty=True)  # auto | last | a file
     resume: Resume
     claim_gpu: bool
     test: bool
-    run_name: str = spec(nonempty=True)
+    run_name: str = spec(pattern=r"(?!\.\.?$)[^/\x00]+|a name without / (it names a folder)")
     group: str | None = spec()
     tags: list[str] = spec()
     print_config: bool
@@ -248,13 +248,13 @@ class TrainConfig:
 
 @dataclass(kw_only=True)
 class EvalConfig:
-    task_name: str = spec(nonempty=True)
+    task_name: str = spec(pattern=r"(?!\.\.?$)[^/\x00]+|a name without / (it names a folder)")
     ckpt_path: Path = spec(nonempty=True)
     split: str = spec(nonempty=True)
     data_dir: Path | None = spec(nonempty=True)
     batch_size: int = spec(ge=1)
     num_workers: int = spec(ge=0)
-    run_name: str = spec(nonempty=True)
+    run_name: str = spec(pattern=r"(?!\.\.?$)[^/\x00]+|a name without / (it names a folder)")
     print_config: bool
     paths: Paths
     trainer: Trainer
@@ -266,14 +266,14 @@ class EvalConfig:
 
 @dataclass(kw_only=True)
 class PredictConfig:
-    task_name: str = spec(nonempty=True)
+    task_name: str = spec(pattern=r"(?!\.\.?$)[^/\x00]+|a name without / (it names a folder)")
     ckpt_path: Path = spec(nonempty=True)
     inputs: Path = spec(nonempty=True)  # an image, a folder or a list file
     out_dir: Path = spec(nonempty=True)
     device: str = spec(pattern=r"auto|cpu|cuda(:\d+)?|auto, cpu, cuda or cuda:<index>")
     alpha: float = spec(ge=0, le=1)
     normalization: str | None = spec(choices=tuple(NORMS))  # null: the checkpoint's
-    run_name: str = spec(nonempty=True)
+    run_name: str = spec(pattern=r"(?!\.\.?$)[^/\x00]+|a name without / (it names a folder)")
     print_config: bool
     paths: Paths
     inference: Inference
@@ -281,17 +281,17 @@ class PredictConfig:
 
 @dataclass(kw_only=True)
 class ExportConfig:
-    task_name: str = spec(nonempty=True)
+    task_name: str = spec(pattern=r"(?!\.\.?$)[^/\x00]+|a name without / (it names a folder)")
     ckpt_path: Path = spec(nonempty=True)
     format: str = spec(choices=("onnx", "torchscript"))
     out: Path | None = spec(nonempty=True)
     normalize_in_graph: bool
     normalization: str | None = spec(choices=tuple(NORMS))  # null: the checkpoint's
     example_size: list[int] = spec(ge=1, length=2)
-    opset: int = spec(ge=7)
+    opset: int = spec(ge=11)  # the graph's Pad needs 11
     check: bool
     check_tolerance: float = spec(gt=0)
-    run_name: str = spec(nonempty=True)
+    run_name: str = spec(pattern=r"(?!\.\.?$)[^/\x00]+|a name without / (it names a folder)")
     paths: Paths
     inference: Inference
 

@@ -143,6 +143,10 @@ CASES = [
          lambda p: [f"model.init_from={p.extra['other']}"],
          ["model.init_from={root}/other.ckpt: score_fr.weight has shape (21,", "num_classes"],
          setup=lambda p: p.extra.update(other=other_classes_checkpoint(p)), resume=False),
+    Case("checkpoint with a tensor of another shape (eval)", "checkpoint", "eval", lambda p: [],
+         ["ckpt_path={root}/sliced.ckpt: model.score_fr.weight has shape (3,",
+          "the file was altered or is from another model"],
+         setup=lambda p: p.extra.update(ckpt=sliced_checkpoint(p))),
     Case("code-carrying pickle (train ckpt_path)", "checkpoint", "train",
          lambda p: [f"ckpt_path={code_pickle(p)}"],
          ["ckpt_path={root}/evil.ckpt: refused to load, it would import code"], resume=False),
@@ -159,6 +163,18 @@ CASES = [
          lambda p: [f"model.init_from={code_pickle(p)}"],
          ["model.init_from={root}/evil.ckpt: refused to load"], resume=False),
 ]  # fmt: skip
+
+
+def sliced_checkpoint(place) -> object:
+    """The earlier run's checkpoint with one tensor cut (a file edited by hand)."""
+    import torch
+
+    checkpoint = torch.load(place.ckpt, weights_only=True)
+    state = checkpoint["state_dict"]
+    state["model.score_fr.weight"] = state["model.score_fr.weight"][:3].clone()
+    path = place.root / "sliced.ckpt"
+    torch.save(checkpoint, path)
+    return path
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
