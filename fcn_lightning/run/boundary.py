@@ -129,7 +129,25 @@ def _remove_new_run_dir() -> None:
         and not (p.parent == run_dir and p.suffix == ".log")
     ]  # fmt: skip
     if not own:  # Hydra's notes, the log, the lock and empty folders only
+        _close_logs_in(run_dir)
         shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _close_logs_in(folder: Path) -> None:
+    """Detach and close this process's log files inside ``folder`` (Hydra's job log), so
+    nothing later in the process (a caller that runs on) tries to reopen them there."""
+    import logging
+
+    loggers = [
+        logging.getLogger(),
+        *(logging.getLogger(name) for name in logging.root.manager.loggerDict),
+    ]
+    for logger in loggers:
+        for handler in list(getattr(logger, "handlers", [])):
+            filename = getattr(handler, "baseFilename", None)
+            if filename and Path(filename).is_relative_to(folder):
+                logger.removeHandler(handler)
+                handler.close()
 
 
 def _multirun_hydra_config() -> DictConfig | None:

@@ -94,9 +94,10 @@ def test_a_failing_sweep_point_does_not_stop_the_others(tmp_path):
         "trainer.val_check_interval=1", f"hydra.sweep.dir={sweep}", cwd=tmp_path,
     )  # fmt: skip
     assert done.returncode == 2
-    assert (sweep / "1_fcn32s" / "FAILED.txt").read_text() == "optim.lr=-1: must be positive\n"
+    failed = (sweep / "1_fcn32s" / "FAILED.txt").read_text()
+    assert failed == "optim.lr=-1: must be greater than 0\n"
     for job in ("0_fcn32s", "2_fcn32s"):  # the points before and after it ran to the end
         assert (sweep / job / "checkpoints" / "last.ckpt").is_file()
         assert not (sweep / job / "FAILED.txt").exists()
     summary = done.stderr[done.stderr.index("error: 1 job(s) of this multirun failed:") :]
-    assert summary.splitlines()[1] == "  1_fcn32s: optim.lr=-1: must be positive"
+    assert summary.splitlines()[1] == "  1_fcn32s: optim.lr=-1: must be greater than 0"
