@@ -72,20 +72,3 @@ def test_a_failed_start_removes_only_the_run_dir_it_created(data_dir, tmp_path, 
     assert not new.exists()
     assert (kept / "notes.txt").read_text() == "mine"  # a folder that was there stays
     assert len(error_lines(capfd.readouterr().err)) == 2
-
-
-def test_a_refused_predict_removes_the_run_dir_it_made(tmp_path, monkeypatch, capfd):
-    """predict makes its out_dir first; a refusal before any mask leaves nothing."""
-    from tests.bad_input.harness import make_earlier
-
-    earlier = make_earlier(tmp_path / "earlier")
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    (photos / "x.jpg").write_text("not an image")
-    run = tmp_path / "predict_run"
-    monkeypatch.chdir(tmp_path)
-    status = run_entry("predict", [f"ckpt_path={earlier.ckpt}", f"inputs={photos}",
-                                   "device=cpu", f"hydra.run.dir={run}"], monkeypatch)  # fmt: skip
-    assert status == 2
-    assert len(error_lines(capfd.readouterr().err)) == 1
-    assert not run.exists()

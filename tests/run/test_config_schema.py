@@ -4,6 +4,7 @@ every key it declares exists in some preset, and wrong values are named with the
 # ruff: noqa: E501  (the table of wrong values reads one case per line)
 from __future__ import annotations
 
+import copy
 import dataclasses
 import typing
 from pathlib import Path
@@ -35,8 +36,19 @@ def hydra_compose():
     GlobalHydra.instance().clear()
 
 
+_composed: dict[tuple[str, ...], object] = {}
+
+
 def composed(task: str, overrides: list[str]):
-    """The config ``python -m fcn_lightning.<task> overrides`` hands its main."""
+    """The config ``python -m fcn_lightning.<task> overrides`` hands its main (composed
+    once per process: the checks only read it)."""
+    key = (task, *overrides)
+    if key not in _composed:
+        _composed[key] = _compose(task, overrides)
+    return _composed[key]
+
+
+def _compose(task: str, overrides: list[str]):
     cfg = compose(task, overrides=[*REQUIRED.get(task, []), *overrides], return_hydra_config=True)
     with open_dict(cfg):
         cfg.hydra.runtime.output_dir = "/tmp/run"
@@ -237,7 +249,7 @@ def test_an_unknown_variant_names_the_recipe_entry_it_lacks(hydra_compose):
 
 def test_a_user_variant_with_its_own_lr_passes_the_recipe_check(hydra_compose):
     """recipe.paper_lr may be null (no entry) when optim.lr does not use it."""
-    cfg = hydra_compose("train", ["optim=sgd_poly", "data=synthetic"])
+    cfg = copy.deepcopy(hydra_compose("train", ["optim=sgd_poly", "data=synthetic"]))
     with open_dict(cfg):
         cfg.recipe.lr = {}
     check_config(cfg, "train")
