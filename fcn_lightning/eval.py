@@ -8,7 +8,6 @@ from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
-import hydra
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 
@@ -26,8 +25,9 @@ from fcn_lightning.models.inference import apply_inference
 from fcn_lightning.module import load_module
 from fcn_lightning.run.boundary import lightning_refusals, user_errors
 from fcn_lightning.run.check_config import check_config
-from fcn_lightning.run.config import CONF_DIR, resolved
+from fcn_lightning.run.config import resolved
 from fcn_lightning.run.console import log, print_config
+from fcn_lightning.run.overrides import fcn_main
 from fcn_lightning.run.processes import (
     apply_ddp_timeout,
     die_with_launcher,
@@ -184,7 +184,7 @@ def evaluate(cfg: DictConfig, typed: Collection[str] = ()) -> dict[str, Any]:
     return scores
 
 
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="eval")
+@fcn_main("eval")
 def main(cfg: DictConfig) -> None:
     die_with_launcher()
     with user_errors(), isolated_job():

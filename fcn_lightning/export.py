@@ -30,7 +30,6 @@ from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
-import hydra
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import Tensor, nn
@@ -43,8 +42,9 @@ from fcn_lightning.module import load_module
 from fcn_lightning.normalization import InputNorm, get_input_norm
 from fcn_lightning.run.boundary import user_errors
 from fcn_lightning.run.check_config import check_config
-from fcn_lightning.run.config import CONF_DIR, resolved
+from fcn_lightning.run.config import resolved
 from fcn_lightning.run.console import log
+from fcn_lightning.run.overrides import fcn_main
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
 # Sizes the exported model is checked at after writing (H, W): none is the traced size.
@@ -267,7 +267,7 @@ def export(cfg: DictConfig, typed: Collection[str] = ()) -> Path:
     return path
 
 
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="export")
+@fcn_main("export")
 def main(cfg: DictConfig) -> None:
     with user_errors():
         check_config(cfg, "export")  # before anything is written or fetched

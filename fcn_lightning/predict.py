@@ -20,7 +20,6 @@ import os
 from collections.abc import Collection
 from pathlib import Path
 
-import hydra
 import torch
 from omegaconf import DictConfig
 from PIL import Image
@@ -34,8 +33,9 @@ from fcn_lightning.module import load_module
 from fcn_lightning.normalization import get_input_norm
 from fcn_lightning.run.boundary import user_errors
 from fcn_lightning.run.check_config import check_config
-from fcn_lightning.run.config import CONF_DIR, resolved
+from fcn_lightning.run.config import resolved
 from fcn_lightning.run.console import log, print_config
+from fcn_lightning.run.overrides import fcn_main
 from fcn_lightning.run.progress import track
 from fcn_lightning.visualize import overlay, palette_image
 
@@ -215,7 +215,7 @@ def predict(cfg: DictConfig, typed: Collection[str] = ()) -> list[Path]:
     return written
 
 
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="predict")
+@fcn_main("predict")
 def main(cfg: DictConfig) -> None:
     with user_errors():
         check_config(cfg, "predict")  # before anything is written or fetched

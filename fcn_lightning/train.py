@@ -26,11 +26,12 @@ from fcn_lightning.report.results import read_run
 from fcn_lightning.run.boundary import lightning_refusals, user_errors
 from fcn_lightning.run.check_config import check_config
 from fcn_lightning.run.checkpoint_io import AtomicCheckpointIO, remove_partial_checkpoints
-from fcn_lightning.run.config import CONF_DIR, resolved, save_config
+from fcn_lightning.run.config import resolved, save_config
 from fcn_lightning.run.console import log, print_config
 from fcn_lightning.run.gpus import claimed_gpu
 from fcn_lightning.run.lifecycle import RunLifecycle
 from fcn_lightning.run.loggers import build_callbacks, build_loggers, finish_wandb
+from fcn_lightning.run.overrides import fcn_main
 from fcn_lightning.run.processes import (
     apply_ddp_timeout,
     die_with_launcher,
@@ -194,7 +195,7 @@ def report_final(lifecycle: RunLifecycle, trainer: pl.Trainer, run: RunDir) -> N
     log.info("run directory: %s", run.path)
 
 
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
+@fcn_main("train")
 def main(cfg: DictConfig) -> float | None:
     die_with_launcher()
     metrics = None

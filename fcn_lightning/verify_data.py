@@ -15,7 +15,6 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-import hydra
 import numpy as np
 import torch
 from omegaconf import DictConfig
@@ -36,7 +35,7 @@ from fcn_lightning.data.splits import (
 )
 from fcn_lightning.errors import DataError, FCNError
 from fcn_lightning.run.check_config import check_config
-from fcn_lightning.run.config import CONF_DIR
+from fcn_lightning.run.overrides import fcn_main
 
 
 @dataclass
@@ -208,7 +207,7 @@ def print_report(
 # Python package "conf" whenever this module is imported rather than run as a script.
 
 
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="verify_data")
+@fcn_main("verify_data")
 def main(cfg: DictConfig) -> None:
     try:
         check_config(cfg, "verify_data")
