@@ -136,7 +136,8 @@ def _missing_preset(error: Any, overrides: list[str]) -> str:
     missing = str(error.missing_cfg_file or "")
     group, _, name = missing.rpartition("/")
     options = sorted(str(o) for o in (error.options or ()))
-    given = next((o for o in overrides if o.lstrip("+~").split("=")[0] == group), None)
+    # The override that named it (a later data=... overrides an earlier one).
+    given = next((o for o in overrides if o.lstrip("+~") == f"{group}={name}"), None)
     what = (given or f"{group}={name}") if group else missing
     if not options:
         first = one_line(str(error)).split(" Config search path")[0]

@@ -32,11 +32,12 @@ def presets(group: str) -> list[str]:
         ("train", ["hydra/launcher=slurmm"], ["hydra/launcher=slurmm:", "submitit_slurm"]),
         # a sweep is checked value by value: the bad value is named, not the first one
         ("train", ["-m", "model=fcn8s,fcn16s,fcn4s"], ["model=fcn4s: no such model preset"]),
+        ("train", ["data=synthetic", "data=voc2013"], ["data=voc2013: no such data preset"]),
         ("train", ["model.widht=0.5"],
          ["model.widht=0.5: no such key model.widht (nearest: model.width)", "+model.widht=0.5"]),
         ("train", ["trainer.devics=2"], ["nearest: trainer.devices"]),
         ("train", ["hydra.runn.dir=/tmp/x"], ["nearest: hydra.run.dir"]),
-        ("eval", ["ckpt_path=x", "dat=paper"], ["dat=paper: no such key dat (nearest: data=paper)"]),
+        ("eval", ["ckpt_path=x", "dat=paper"], ["dat=paper: no such key dat (nearest: data=paper"]),
         ("train", ["~model.widht"], ["~model.widht: there is no key model.widht to delete",
                                      "nearest: model.width"]),
         ("train", ["+model=fcn8s"], ["+model=fcn8s: model already has a preset", "model=fcn8s"]),
