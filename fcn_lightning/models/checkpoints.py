@@ -101,6 +101,8 @@ def _load(path: str | Path, *, key: str, mmap: bool = False, advise: bool = True
     """``torch.load`` with one-line errors; ``advise``: an unreadable file's message
     names the intact checkpoints beside it."""
     path = Path(path).expanduser()
+    if path.is_dir():
+        raise WeightsError(_folder_given(path, key))
     if not path.is_file():
         raise WeightsError(f"{key}={path}: no such file; check the path")
     mmap = mmap and zipfile.is_zipfile(path)
@@ -125,6 +127,20 @@ def _load(path: str | Path, *, key: str, mmap: bool = False, advise: bool = True
     except Exception as error:  # zip/EOF errors for corrupt or truncated files
         raise _unreadable(path, key, error, advise=advise) from None
     return loaded
+
+
+def _folder_given(path: Path, key: str) -> str:
+    """A folder where a checkpoint file was due: a run directory's checkpoints, if any."""
+    found = sorted(
+        (p for p in (*path.glob("*.ckpt"), *path.glob("checkpoints/*.ckpt")) if p.is_file()),
+        key=lambda p: (p.name != "last.ckpt", -p.stat().st_mtime),
+    )
+    if not found:
+        return f"{key}={path}: is a folder with no checkpoints in it; name a .ckpt file"
+    shown = ", ".join(str(p.relative_to(path)) for p in found[:3])
+    return (
+        f"{key}={path}: is a folder, not a checkpoint file; it holds {shown}: e.g. {key}={found[0]}"
+    )
 
 
 def _is_pickle(path: Path) -> bool:

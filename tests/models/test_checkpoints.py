@@ -66,3 +66,20 @@ def test_a_newer_checkpoint_is_refused_by_name_but_its_weights_still_load(tmp_pa
     assert "ema_decay, model.attention_gate are unknown" in message
     assert f"model.init_from={path}" in message
     assert read_state_dict(path, key="model.init_from").keys() == checkpoint["state_dict"].keys()
+
+
+def test_a_run_folder_given_for_a_checkpoint_names_the_checkpoints_in_it(tmp_path):
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    for name in ("step000002-miu0.1000.ckpt", "last.ckpt"):
+        torch.save(lightning_checkpoint(2), run / "checkpoints" / name)
+    with pytest.raises(WeightsError) as info:
+        read_checkpoint(run, key="ckpt_path")
+    assert str(info.value) == (
+        f"ckpt_path={run}: is a folder, not a checkpoint file; it holds checkpoints/last.ckpt, "
+        f"checkpoints/step000002-miu0.1000.ckpt: e.g. ckpt_path={run}/checkpoints/last.ckpt"
+    )
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(WeightsError, match=r"is a folder with no checkpoints in it; name a \.ckpt"):
+        read_checkpoint(empty, key="ckpt_path")
