@@ -13,10 +13,11 @@ file lock keeps two processes resolving the same entry from writing the same fil
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import torch
@@ -179,18 +180,36 @@ def _source_file(entry: ZooEntry, *, key: str, mirrors: Sequence[str]) -> tuple[
     return dest, main.format
 
 
+@contextlib.contextmanager
+def _own_hydra() -> Iterator[None]:
+    """The converter composes the model's config with Hydra's compose API, which refuses to
+    start inside a running @hydra.main app (eval, predict, export, train): the app's global
+    Hydra is set aside meanwhile and put back after."""
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.singleton import Singleton
+
+    running = Singleton._instances.pop(GlobalHydra, None)
+    try:
+        yield
+    finally:
+        Singleton._instances.pop(GlobalHydra, None)
+        if running is not None:
+            Singleton._instances[GlobalHydra] = running
+
+
 def _convert(entry: ZooEntry, source: Path, fmt: str, *, key: str) -> Path:
     from fcn_lightning.run.checkpoint_io import atomic_torch_save
 
     ckpt, record = checkpoint_path(entry), _record_path(entry)
     record.unlink(missing_ok=True)  # the checkpoint below is not trusted until recorded
     log.info("%s: converting %s into %s (once)", key, source.name, ckpt)
-    if fmt == "caffemodel":
-        from fcn_lightning.interop.caffe_convert import convert
+    with _own_hydra():
+        if fmt == "caffemodel":
+            from fcn_lightning.interop.caffe_convert import convert
 
-        convert(source, ckpt)
-    else:
-        atomic_torch_save(_torchfcn_checkpoint(entry, source), ckpt)
+            convert(source, ckpt)
+        else:
+            atomic_torch_save(_torchfcn_checkpoint(entry, source), ckpt)
     _check_converted(entry, ckpt, source, key=key)
     body = {"md5": file_digest(ckpt, "md5"), "size": ckpt.stat().st_size, "source": source.name}
     part = record.with_name(record.name + ".part")
