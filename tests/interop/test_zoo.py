@@ -146,25 +146,22 @@ def test_eval_downloads_converts_and_scores_as_its_checkpoint_then_runs_offline(
     np.testing.assert_array_equal(
         state["model.backbone.features.0.weight"], _blob(setup, "conv1_1")[0]
     )
-    plain = run_module(
-        "fcn_lightning.eval", f"ckpt_path={ckpt}", *_data_args(data_dir),
-        f"hydra.run.dir={tmp_path / 'plain_eval'}", cwd=tmp_path,
-    )  # fmt: skip
-    assert plain.returncode == 0, plain.stderr[-3000:]
+    # The same checkpoint scored as ckpt_path=, separately (in this process).
+    from fcn_lightning.eval import evaluate
+
+    plain_scores = evaluate(_eval_cfg(
+        f"ckpt_path={ckpt}", *_data_args(data_dir), f"paths.output_dir={tmp_path / 'plain'}"
+    ))  # fmt: skip
     zoo_scores = json.loads((tmp_path / "zoo_eval" / "metrics.json").read_text())
-    plain_scores = json.loads((tmp_path / "plain_eval" / "metrics.json").read_text())
     for key in ("pixel_acc", "mean_acc", "mean_iu", "fw_iu"):
         assert zoo_scores[key] == plain_scores[key]
     # Second run: the server is gone; the cached conversion is used, not remade.
     setup.server.stop()
     mtime = ckpt.stat().st_mtime_ns
-    again = run_module(
-        "fcn_lightning.eval", "model_zoo=fake-fcn32s", *_data_args(data_dir),
-        f"hydra.run.dir={tmp_path / 'offline_eval'}", cwd=tmp_path,
-    )  # fmt: skip
-    assert again.returncode == 0, again.stderr[-3000:]
+    offline = evaluate(_eval_cfg(
+        "model_zoo=fake-fcn32s", *_data_args(data_dir), f"paths.output_dir={tmp_path / 'off'}"
+    ))  # fmt: skip
     assert ckpt.stat().st_mtime_ns == mtime
-    offline = json.loads((tmp_path / "offline_eval" / "metrics.json").read_text())
     assert offline["mean_iu"] == zoo_scores["mean_iu"]
     assert len([r for r in setup.server.requests if r[0].endswith(".caffemodel")]) == 1
 
@@ -285,17 +282,6 @@ def test_the_model_is_named_once_and_unknown_or_unsupported_names_are_refused(se
     assert setup.server.requests == []  # none of it fetched anything
 
 
-def test_both_keys_through_the_entry_point_is_one_line(setup, tmp_path):
-    result = run_module(
-        "fcn_lightning.eval", "ckpt_path=x.ckpt", "model_zoo=fake-fcn32s",
-        f"hydra.run.dir={tmp_path / 'out'}", cwd=tmp_path,
-    )  # fmt: skip
-    assert result.returncode == 2
-    assert result.stderr.strip().splitlines()[-1] == (
-        "error: ckpt_path=x.ckpt and model_zoo=fake-fcn32s: give one of them, not both"
-    )
-
-
 def test_predict_and_export_through_the_zoo(setup, tmp_path):
     from PIL import Image
 
@@ -397,12 +383,19 @@ def test_shipped_entries_refused_in_one_line_without_network(monkeypatch, tmp_pa
     assert not (tmp_path / "hub").exists() or not any((tmp_path / "hub").rglob("*.caffemodel"))
 
 
-def test_the_listing(setup, tmp_path):
-    result = run_module("fcn_lightning.zoo", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
-    row = next(line for line in result.stdout.splitlines() if line.startswith("fake-fcn32s "))
+def test_the_listing(setup, capsys):
+    from fcn_lightning.zoo import main
+
+    main([])
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if line.startswith("fake-fcn32s "))
     assert "mean IU 1.0 (synthetic_val)" in row and row.split()[-2:] == ["no", "yes"]
-    siftflow = next(line for line in result.stdout.splitlines() if line.startswith("fake-sift"))
-    assert siftflow.endswith("no (planned)")
-    bad = run_module("fcn_lightning.zoo", "show", "fake-fcn23s", cwd=tmp_path)
-    assert bad.returncode == 2 and "did you mean fake-fcn32s" in bad.stderr
+    assert next(r for r in out.splitlines() if r.startswith("fake-sift")).endswith("no (planned)")
+    zoo.checkpoint_for("fake-fcn32s", key="model_zoo")
+    main(["list"])
+    row = next(r for r in capsys.readouterr().out.splitlines() if r.startswith("fake-fcn32s "))
+    assert row.split()[-2:] == ["converted", "yes"]
+    with pytest.raises(SystemExit) as exit_status:
+        main(["show", "fake-fcn23s"])
+    assert exit_status.value.code == 2
+    assert "did you mean fake-fcn32s" in capsys.readouterr().err
