@@ -25,7 +25,13 @@ from omegaconf import DictConfig, open_dict
 
 from fcn_lightning.download import download_file, file_digest
 from fcn_lightning.errors import ConfigError, DownloadError, WeightsError
-from fcn_lightning.interop.zoo_registry import ZooEntry, ZooFile, _typed, load_registry
+from fcn_lightning.interop.zoo_registry import (
+    ZooEntry,
+    ZooFile,
+    _typed,
+    load_registry,
+    model_source_problem,
+)
 
 log = logging.getLogger("fcn_lightning")
 PREFIX = "zoo:"  # model.init_from=zoo:<name>
@@ -256,13 +262,9 @@ def resolve_checkpoint(cfg: DictConfig, task: str) -> str:
     """``cfg.ckpt_path``, set from ``cfg.model_zoo`` when that names the model (eval,
     predict, export); exactly one of the two must be given."""
     name, path = cfg.get("model_zoo"), cfg.get("ckpt_path")
-    if name and path:
-        raise ConfigError(f"ckpt_path={path} and model_zoo={name}: give one of them, not both")
-    if not name and not path:
-        raise ConfigError(
-            "give the model to use: ckpt_path=<file.ckpt> or model_zoo=<name> "
-            "(python -m fcn_lightning.zoo lists the reference models)"
-        )
+    problem = model_source_problem(path, name)
+    if problem is not None:
+        raise ConfigError(problem)
     if name:
         mirrors = list(cfg.get("zoo_mirrors") or [])
         ckpt = checkpoint_for(str(name), key="model_zoo", mirrors=mirrors, task=task)

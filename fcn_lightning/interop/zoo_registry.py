@@ -110,6 +110,19 @@ def _typed(key: str, name: str) -> str:
     return f"{key}{name}" if key.endswith(":") else f"{key}={name}"
 
 
+def model_source_problem(ckpt_path: object, model_zoo: object) -> str | None:
+    """eval, predict and export take their model from exactly one of ``ckpt_path`` and
+    ``model_zoo``: why the two given are not that, or None."""
+    if ckpt_path and model_zoo:
+        return f"ckpt_path={ckpt_path} and model_zoo={model_zoo}: give one of them, not both"
+    if not ckpt_path and not model_zoo:
+        return (
+            "ckpt_path is required: give ckpt_path=<file.ckpt>, or model_zoo=<name> for a "
+            "reference model (python -m fcn_lightning.zoo lists them)"
+        )
+    return None
+
+
 def registry_path() -> Path:
     return Path(os.environ.get(REGISTRY_ENV) or SHIPPED).expanduser()
 

@@ -155,7 +155,8 @@ def test_eval_without_ckpt_path_says_how_to_give_it(earlier, tmp_path, monkeypat
     err = capfd.readouterr().err
     assert status == 2, err[-2000:]
     assert [line for line in err.splitlines() if line.startswith("error: ")] == [
-        "error: ckpt_path is required: give ckpt_path=<a string>"
+        "error: ckpt_path is required: give ckpt_path=<file.ckpt>, or model_zoo=<name> for a "
+        "reference model (python -m fcn_lightning.zoo lists them)"
     ]
     assert "Traceback" not in err
     assert not (tmp_path / "eval").exists()

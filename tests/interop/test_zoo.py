@@ -271,7 +271,7 @@ def _eval_cfg(*overrides):
 def test_the_model_is_named_once_and_unknown_or_unsupported_names_are_refused(setup):
     with pytest.raises(ConfigError, match="give one of them, not both"):
         zoo.resolve_checkpoint(_eval_cfg("ckpt_path=a.ckpt", "model_zoo=fake-fcn32s"), "eval")
-    with pytest.raises(ConfigError, match=re.escape("ckpt_path=<file.ckpt> or model_zoo=<name>")):
+    with pytest.raises(ConfigError, match=re.escape("ckpt_path=<file.ckpt>, or model_zoo=<name>")):
         zoo.resolve_checkpoint(_eval_cfg(), "eval")
     with pytest.raises(ConfigError, match=r"model_zoo=fake-fcn23s: .*did you mean fake-fcn32s"):
         zoo.resolve_checkpoint(_eval_cfg("model_zoo=fake-fcn23s"), "eval")
