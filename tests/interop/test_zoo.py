@@ -399,3 +399,39 @@ def test_the_listing(setup, capsys):
         main(["show", "fake-fcn23s"])
     assert exit_status.value.code == 2
     assert "did you mean fake-fcn32s" in capsys.readouterr().err
+
+
+def test_init_from_an_unknown_or_refused_zoo_name_is_a_prerequisite_problem(setup, tmp_path):
+    from fcn_lightning.prerequisites import prerequisite_problems
+
+    data_dir = tmp_path / "nodata"
+    for value, words in (("zoo:fake-fcn23s", "did you mean fake-fcn32s"),
+                         ("zoo:fake-siftflow", "(planned)")):  # fmt: skip
+        cfg = compose_train(data_dir, tmp_path / "run", f"model.init_from={value}")
+        problems, _ = prerequisite_problems(cfg)
+        lines = [str(p) for p in problems if "model.init_from" in str(p)]
+        assert len(lines) == 1 and words in lines[0] and value in lines[0], lines
+    assert setup.server.requests == []
+
+
+def test_fetch_puts_an_imagenet_backbone_where_model_weights_caffe_reads_it(setup, tmp_path):
+    from fcn_lightning.models.weights import PRETRAINED, cache_path
+    from fcn_lightning.zoo import main
+
+    layers = Nets(DIV).vgg16(fc_as="InnerProduct")
+    served = write_caffemodel(setup.server.root / "official" / "fake-vgg16.caffemodel", layers)
+    setup.write_registry()
+    raw = yaml.safe_load(setup.registry.read_text())
+    raw["models"]["fake-vgg16"] = {
+        **raw["models"]["fake-fcn32s"], "url": f"{setup.server.url}/official/fake-vgg16.caffemodel",
+        "file": "fake-vgg16.caffemodel", "md5": hashlib.md5(served.read_bytes()).hexdigest(),
+        "size": served.stat().st_size, "loadable": "backbone",
+        "backbone_weights": {"backbone": "vgg16", "weights": "caffe"},
+    }  # fmt: skip
+    setup.registry.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError, match=re.escape("model.pretrained=true model.weights=caffe")):
+        zoo.checkpoint_for("fake-vgg16", key="model_zoo")
+    main(["fetch", "fake-vgg16"])
+    state = torch.load(cache_path(PRETRAINED["caffe"]), weights_only=True)
+    np.testing.assert_array_equal(state["features.0.weight"], blobs_by_name(layers)["conv1_1"][0])
+    assert str(cache_path(PRETRAINED["caffe"])).startswith(str(tmp_path / "torch"))
