@@ -91,7 +91,7 @@ def show(entry: ZooEntry) -> str:
 
 def fetch(entry: ZooEntry, mirrors: list[str]) -> str:
     if not entry.is_backbone:
-        path = checkpoint_for(entry.name, key="fetch", mirrors=mirrors, task="fetch")
+        path = checkpoint_for(entry.name, key="fcn-zoo fetch ", mirrors=mirrors, task="fetch")
         return f"{entry.name}: {path} (eval/predict/export model_zoo={entry.name})"
     return fetch_backbone(entry, mirrors)
 
@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"error: {args.command} needs a NAME: python -m fcn_lightning.zoo "
                   f"{args.command} voc-fcn8s", file=sys.stderr)  # fmt: skip
             sys.exit(2)
-        entry = registry.get(args.name, key=args.command)
+        entry = registry.get(args.name, key=f"fcn-zoo {args.command} ")
         print(show(entry) if args.command == "show" else fetch(entry, args.mirror))
 
 

@@ -225,18 +225,30 @@ def _convert(entry: ZooEntry, source: Path, fmt: str, *, key: str) -> Path:
 
 
 def _torchfcn_checkpoint(entry: ZooEntry, source: Path) -> dict:
-    from fcn_lightning.interop.caffe_convert import _upsampling, fcn_checkpoint
-    from fcn_lightning.interop.torchfcn import load_torchfcn
+    """pytorch-fcn's .pth of a reference FCN as a fcn-lightning checkpoint (its layer
+    names are the reference's; every tensor checked against the model's shape)."""
+    from fcn_lightning.interop.caffe_convert import _fill, _shapes, _upsampling, fcn_checkpoint
+    from fcn_lightning.interop.torchfcn import torchfcn_to_fcn_lightning
+    from fcn_lightning.models.build import build_fcn
+    from fcn_lightning.models.checkpoints import read_state_dict
 
-    assert entry.variant is not None
-    state_dict = load_torchfcn(source, entry.variant).state_dict()
-    upscore = {k: v.numpy() for k, v in state_dict.items() if k.startswith("upscore")}
+    where = str(source)
+    params = {k: v.numpy() for k, v in read_state_dict(source, key="model_zoo").items()}
+    if "score_fr.weight" not in params or "conv1_1.weight" not in params:
+        raise WeightsError(f"{where}: no conv1_1/score_fr weights, so not a pytorch-fcn FCN")
     settings = {
         "variant": entry.variant, "backbone": "vgg16",
-        "num_classes": int(state_dict["score_fr.weight"].shape[0]), "geometry": "caffe",
-        "weights": "caffe", "upsampling": _upsampling(upscore), "width": 1.0,
+        "num_classes": int(params["score_fr.weight"].shape[0]), "geometry": "caffe",
+        "weights": "caffe", "upsampling": _upsampling(params),
+        "width": params["conv1_1.weight"].shape[0] / 64,
     }  # fmt: skip
-    return fcn_checkpoint(state_dict, settings, source)
+    renamed = torchfcn_to_fcn_lightning(params)  # type: ignore[arg-type]
+    with torch.device("meta"):
+        target = build_fcn(**settings).state_dict()
+    unexpected = sorted(set(renamed) - set(target))
+    if unexpected:
+        raise WeightsError(f"{where}: layers {unexpected[:4]} have no place in {entry.variant}")
+    return fcn_checkpoint(_fill(_shapes(target), renamed, where), settings, source)
 
 
 def _check_converted(entry: ZooEntry, ckpt: Path, source: Path, *, key: str) -> None:

@@ -107,7 +107,7 @@ class Registry:
 def _typed(key: str, name: str) -> str:
     """``key=name`` as the user typed it (``model.init_from=zoo:`` + ``name``)."""
     key = key.removesuffix("=")
-    return f"{key}{name}" if key.endswith(":") else f"{key}={name}"
+    return f"{key}{name}" if key.endswith((":", " ")) else f"{key}={name}"
 
 
 def model_source_problem(ckpt_path: object, model_zoo: object) -> str | None:

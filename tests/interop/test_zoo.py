@@ -435,3 +435,29 @@ def test_fetch_puts_an_imagenet_backbone_where_model_weights_caffe_reads_it(setu
     state = torch.load(cache_path(PRETRAINED["caffe"]), weights_only=True)
     np.testing.assert_array_equal(state["features.0.weight"], blobs_by_name(layers)["conv1_1"][0])
     assert str(cache_path(PRETRAINED["caffe"])).startswith(str(tmp_path / "torch"))
+
+
+def test_pytorch_fcns_pth_put_by_hand_is_converted_like_the_caffemodel(setup, tmp_path):
+    blobs = blobs_by_name(setup.layers)
+    # torchfcn's layout: the reference's layer names, weight and bias.
+    state = {f"{name}.{param}": torch.from_numpy(np.ascontiguousarray(value))
+             for name, values in blobs.items()
+             for param, value in zip(("weight", "bias"), values, strict=False)}  # fmt: skip
+    setup.cache.mkdir(parents=True)
+    pth = setup.cache / "fake-fcn32s_from_caffe.pth"
+    torch.save(state, pth)
+    alternative = {"format": "torchfcn_pth", "url": "https://drive.google.com/uc?id=x",
+                   "file": pth.name, "md5": hashlib.md5(pth.read_bytes()).hexdigest()}  # fmt: skip
+    setup.write_registry(alternatives=[alternative])
+    setup.server.stop()
+    from_pth = torch.load(zoo.checkpoint_for("fake-fcn32s", key="model_zoo"), weights_only=True)
+    assert setup.server.requests == []
+    from fcn_lightning.interop.caffe_convert import convert
+
+    caffemodel = tmp_path / "fake.caffemodel"
+    caffemodel.write_bytes(setup.bytes)
+    from_caffe = torch.load(convert(caffemodel, tmp_path / "c.ckpt")[0], weights_only=True)
+    assert from_pth["state_dict"].keys() == from_caffe["state_dict"].keys()
+    for key, value in from_caffe["state_dict"].items():
+        assert torch.equal(from_pth["state_dict"][key], value), key
+    assert from_pth["hyper_parameters"]["model"] == from_caffe["hyper_parameters"]["model"]
