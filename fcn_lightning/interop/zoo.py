@@ -209,13 +209,19 @@ def _convert(entry: ZooEntry, source: Path, fmt: str, *, key: str) -> Path:
     ckpt, record = checkpoint_path(entry), _record_path(entry)
     record.unlink(missing_ok=True)  # the checkpoint below is not trusted until recorded
     log.info("%s: converting %s into %s (once)", key, source.name, ckpt)
-    with _own_hydra():
-        if fmt == "caffemodel":
-            from fcn_lightning.interop.caffe_convert import convert
+    try:
+        with _own_hydra():
+            if fmt == "caffemodel":
+                from fcn_lightning.interop.caffe_convert import convert
 
-            convert(source, ckpt)
-        else:
-            atomic_torch_save(_torchfcn_checkpoint(entry, source), ckpt)
+                convert(source, ckpt)
+            else:
+                atomic_torch_save(_torchfcn_checkpoint(entry, source), ckpt)
+    except WeightsError as error:  # a damaged copy that passed the checks known for it
+        raise WeightsError(
+            f"{key}: {source.name} does not convert ({error}); delete {source}, and "
+            f"{_advice(entry)}"
+        ) from None
     _check_converted(entry, ckpt, source, key=key)
     body = {"md5": file_digest(ckpt, "md5"), "size": ckpt.stat().st_size, "source": source.name}
     part = record.with_name(record.name + ".part")

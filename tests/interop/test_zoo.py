@@ -461,3 +461,16 @@ def test_pytorch_fcns_pth_put_by_hand_is_converted_like_the_caffemodel(setup, tm
     for key, value in from_caffe["state_dict"].items():
         assert torch.equal(from_pth["state_dict"][key], value), key
     assert from_pth["hyper_parameters"]["model"] == from_caffe["hyper_parameters"]["model"]
+
+
+def test_a_damaged_file_that_passes_the_known_checks_is_refused_with_advice(setup):
+    setup.write_registry(md5=None, size=None)
+    setup.cache.mkdir(parents=True)
+    damaged = setup.cache / "fake-fcn32s.caffemodel"
+    damaged.write_bytes(setup.bytes[: len(setup.bytes) - 100])  # cut inside the last blob
+    with pytest.raises(WeightsError) as error:
+        zoo.checkpoint_for("fake-fcn32s", key="model_zoo")
+    message = str(error.value)
+    assert "does not convert" in message and f"delete {damaged}" in message
+    assert not (setup.cache / "fake-fcn32s.ckpt").exists()
+    assert not (setup.cache / "fake-fcn32s.ckpt.json").exists()
