@@ -132,6 +132,15 @@ CASES = [
          ["opset='abc': expected an integer"]),
     Case("export tolerance 0", "config", "export", lambda p: ["check_tolerance=0"],
          ["check_tolerance=0: must be greater than 0"]),
+    # -- the model zoo (fcn_lightning/interop/zoo.yaml): refused before any download --------
+    Case("eval ckpt_path and model_zoo", "config", "eval", lambda p: ["model_zoo=voc-fcn8s"],
+         ["ckpt_path={ckpt} and model_zoo=voc-fcn8s: give one of them, not both"]),
+    Case("predict model_zoo typo", "config", "predict",
+         lambda p: ["ckpt_path=null", "model_zoo=voc-fcn8z"],
+         ["model_zoo=voc-fcn8z: no such model in the zoo", "did you mean voc-fcn8s"]),
+    Case("export model_zoo not loadable yet", "config", "export",
+         lambda p: ["ckpt_path=null", "model_zoo=siftflow-fcn8s"],
+         ["model_zoo=siftflow-fcn8s: SIFT Flow's nets have two score heads", "planned, issue 15"]),
 ]  # fmt: skip
 
 
