@@ -175,6 +175,11 @@ def test_a_truncated_cached_checkpoint_is_made_again_from_the_cached_file(setup)
     again = zoo.checkpoint_for("fake-fcn32s", key="model_zoo")
     assert hashlib.md5(again.read_bytes()).hexdigest() == good
     torch.load(again, weights_only=True)  # whole again
+    # A checkpoint without its record (a conversion killed before the record) is remade.
+    (setup.cache / "fake-fcn32s.ckpt.json").unlink()
+    assert not zoo.is_converted(load_registry().get("fake-fcn32s", key="k"))
+    zoo.checkpoint_for("fake-fcn32s", key="model_zoo")
+    assert zoo.is_converted(load_registry().get("fake-fcn32s", key="k"))
     # A record that lies about the checkpoint is not trusted either.
     record = setup.cache / "fake-fcn32s.ckpt.json"
     record.write_text(json.dumps({"md5": "0" * 32, "size": again.stat().st_size}))
@@ -244,23 +249,29 @@ def test_offline_says_which_file_its_url_md5_size_and_where_to_put_it(setup, tmp
     assert not (tmp_path / "out" / "metrics.json").exists()
 
 
-def test_two_processes_at_once_share_one_download(setup):
-    results, errors = [], []
+def test_two_processes_at_once_share_one_download(setup, tmp_path):
+    import os
+    import subprocess
+    import sys
 
-    def resolve():
-        try:
-            results.append(zoo.checkpoint_for("fake-fcn32s", key="model_zoo"))
-        except Exception as error:  # pragma: no cover - reported below
-            errors.append(error)
+    from tests.train_helpers import ROOT
 
-    threads = [threading.Thread(target=resolve) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert errors == [] and len(results) == 2 and results[0] == results[1]
-    assert len(setup.server.requests) == 1
-    torch.load(results[0], weights_only=True)
+    script = (
+        "from fcn_lightning.interop.zoo import checkpoint_for; "
+        "print(checkpoint_for('fake-fcn32s', key='model_zoo'))"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    jobs = [
+        subprocess.Popen([sys.executable, "-c", script], env=env, cwd=tmp_path, text=True,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for _ in range(2)
+    ]  # fmt: skip
+    outputs = [job.communicate(timeout=300) for job in jobs]
+    assert [job.returncode for job in jobs] == [0, 0], outputs
+    paths = {out.strip().splitlines()[-1] for out, _ in outputs}
+    assert paths == {str(setup.cache / "fake-fcn32s.ckpt")}
+    assert len(setup.server.requests) == 1  # one downloaded, the other waited and reused it
+    assert zoo.is_converted(load_registry().get("fake-fcn32s", key="k"))
 
 
 def _eval_cfg(*overrides):
