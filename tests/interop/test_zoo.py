@@ -131,6 +131,7 @@ def _blob(setup, name):
     return blobs_by_name(setup.layers)[name]
 
 
+@pytest.mark.slow
 def test_eval_downloads_converts_and_scores_as_its_checkpoint_then_runs_offline(
     setup, tmp_path, data_dir
 ):
@@ -230,6 +231,7 @@ def test_a_small_file_without_md5_is_refused_by_its_size(setup):
     assert not (setup.cache / "fake-fcn32s.caffemodel").exists()
 
 
+@pytest.mark.slow
 def test_offline_says_which_file_its_url_md5_size_and_where_to_put_it(setup, tmp_path):
     setup.server.stop()
     result = run_module(
@@ -249,6 +251,7 @@ def test_offline_says_which_file_its_url_md5_size_and_where_to_put_it(setup, tmp
     assert not (tmp_path / "out" / "metrics.json").exists()
 
 
+@pytest.mark.slow
 def test_two_processes_at_once_share_one_download(setup, tmp_path):
     import os
     import subprocess
