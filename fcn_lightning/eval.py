@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from fcn_lightning import resolvers  # noqa: F401  (registers the config resolvers)
 from fcn_lightning.data.datamodule import SegmentationDataModule, build_datamodule
 from fcn_lightning.errors import ConfigError
+from fcn_lightning.interop.zoo import resolve_checkpoint
 from fcn_lightning.metrics import markdown_table
 from fcn_lightning.models.checkpoints import (
     TrainedWith,
@@ -140,6 +141,7 @@ def evaluate(cfg: DictConfig, typed: Collection[str] = ()) -> dict[str, Any]:
     ``typed``: the config keys the user set on the command line (`command_line_keys`);
     only those are refused when they contradict the checkpoint.
     """
+    resolve_checkpoint(cfg, "evaluate")  # model_zoo=<name>: its converted checkpoint
     print_config(cfg, kept_in=None)
     checkpoint = read_checkpoint(cfg.ckpt_path, key="ckpt_path")
     module = load_module(cfg.ckpt_path)

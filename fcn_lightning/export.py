@@ -36,6 +36,7 @@ from torch import Tensor, nn
 
 from fcn_lightning import resolvers  # noqa: F401  (registers the config resolvers)
 from fcn_lightning.errors import ConfigError, WeightsError
+from fcn_lightning.interop.zoo import resolve_checkpoint
 from fcn_lightning.models.checkpoints import TrainedWith, command_line_keys, read_checkpoint, settle
 from fcn_lightning.models.inference import Inference, inference_net
 from fcn_lightning.module import load_module
@@ -228,6 +229,7 @@ def export(cfg: DictConfig, typed: Collection[str] = ()) -> Path:
     """
     check_format(cfg.format)
     height, width = check_example_size(cfg.example_size)
+    resolve_checkpoint(cfg, "export")  # model_zoo=<name>: its converted checkpoint
     path = output_path(cfg)
     checkpoint = read_checkpoint(cfg.ckpt_path, key="ckpt_path")
     module = load_module(cfg.ckpt_path).eval()

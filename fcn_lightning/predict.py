@@ -27,6 +27,7 @@ from PIL import Image
 from fcn_lightning import resolvers  # noqa: F401  (registers the config resolvers)
 from fcn_lightning.data.readers import read_image
 from fcn_lightning.errors import ConfigError, DataError
+from fcn_lightning.interop.zoo import resolve_checkpoint
 from fcn_lightning.models.checkpoints import TrainedWith, command_line_keys, settle
 from fcn_lightning.models.inference import apply_inference
 from fcn_lightning.module import load_module
@@ -172,6 +173,7 @@ def predict(cfg: DictConfig, typed: Collection[str] = ()) -> list[Path]:
             f"out_dir={out_dir}: the outputs would overwrite the input {clobbered}; choose "
             "another out_dir"
         )
+    resolve_checkpoint(cfg, "predict")  # model_zoo=<name>: its converted checkpoint
     module = load_module(cfg.ckpt_path)
     trained = TrainedWith.of(module.hparams)
     normalization = settle(

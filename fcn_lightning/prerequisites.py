@@ -20,6 +20,7 @@ from omegaconf import DictConfig
 from fcn_lightning.data.datamodule import data_problems
 from fcn_lightning.data.splits import load_class_names
 from fcn_lightning.errors import ConfigError, FCNError, WeightsError
+from fcn_lightning.interop.zoo import init_from_problem
 from fcn_lightning.models.build import backbone_weights
 from fcn_lightning.models.checkpoints import checkpoint_problem
 from fcn_lightning.models.weights import cache_path, weights_problem
@@ -62,7 +63,8 @@ def prerequisite_problems(
     notes += weights_notes
     init_from = model.get("init_from")
     if init_from and not resuming and not model.get("init_stages"):
-        problem = checkpoint_problem(init_from, key="model.init_from")
+        problem = (init_from_problem(init_from) if str(init_from).startswith("zoo:")
+                   else checkpoint_problem(init_from, key="model.init_from"))  # fmt: skip
         if problem is not None:
             problems.append(WeightsError(problem))
     return problems, notes

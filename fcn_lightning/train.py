@@ -17,6 +17,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 from fcn_lightning import resolvers  # noqa: F401  (registers ${uid:} and ${mul:} for Hydra)
 from fcn_lightning.data.datamodule import SegmentationDataModule, build_datamodule
 from fcn_lightning.errors import ConfigError
+from fcn_lightning.interop.zoo import resolve_init_from
 from fcn_lightning.loss import median_frequency_weights
 from fcn_lightning.metrics import markdown_table
 from fcn_lightning.models import init_from_checkpoint
@@ -130,7 +131,8 @@ def _train(cfg: DictConfig, run: RunDir, held: RunLock) -> dict[str, float]:
     datamodule = build_datamodule(cfg.data)
     module = build_module(cfg, datamodule)
     if cfg.model.get("init_from") and start.ckpt_path is None:
-        report = init_from_checkpoint(module.model, cfg.model.init_from)
+        # model.init_from=zoo:<name>: that zoo model's converted checkpoint
+        report = init_from_checkpoint(module.model, resolve_init_from(cfg.model.init_from))
         log.info("model.init_from=%s: %s", cfg.model.init_from, report.summary())
     datamodule.check_before_fit()
     prepare_ddp_relaunch()

@@ -430,8 +430,16 @@ def _gpu(values: dict) -> str | None:
     return None
 
 
+def _model_source(values: dict) -> str | None:
+    from fcn_lightning.interop.zoo_registry import model_source_problem
+
+    return model_source_problem(values.get("ckpt_path"), values.get("model_zoo"))
+
+
 TASK_RULES = {
     "train": (_train_steps, _data, _trainer, _gpu),
-    "eval": (_data, _trainer, _gpu),
+    "eval": (_model_source, _data, _trainer, _gpu),
+    "predict": (_model_source,),
+    "export": (_model_source,),
     "verify_data": (_data,),
 }

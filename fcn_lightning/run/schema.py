@@ -249,7 +249,9 @@ class TrainConfig:
 @dataclass(kw_only=True)
 class EvalConfig:
     task_name: str = spec(pattern=r"(?!\.\.?$)[^/\x00]+|a name without / (it names a folder)")
-    ckpt_path: Path = spec(nonempty=True)
+    ckpt_path: Path | None = spec(nonempty=True)  # or model_zoo
+    model_zoo: str | None = spec(nonempty=True)  # a zoo entry (fcn_lightning/interop/zoo.yaml)
+    zoo_mirrors: list[str] = spec()
     split: str = spec(nonempty=True)
     data_dir: Path | None = spec(nonempty=True)
     batch_size: int = spec(ge=1)
@@ -267,7 +269,9 @@ class EvalConfig:
 @dataclass(kw_only=True)
 class PredictConfig:
     task_name: str = spec(pattern=r"(?!\.\.?$)[^/\x00]+|a name without / (it names a folder)")
-    ckpt_path: Path = spec(nonempty=True)
+    ckpt_path: Path | None = spec(nonempty=True)  # or model_zoo
+    model_zoo: str | None = spec(nonempty=True)  # a zoo entry (fcn_lightning/interop/zoo.yaml)
+    zoo_mirrors: list[str] = spec()
     inputs: Path = spec(nonempty=True)  # an image, a folder or a list file
     out_dir: Path = spec(nonempty=True)
     device: str = spec(pattern=r"auto|cpu|cuda(:\d+)?|auto, cpu, cuda or cuda:<index>")
@@ -282,7 +286,9 @@ class PredictConfig:
 @dataclass(kw_only=True)
 class ExportConfig:
     task_name: str = spec(pattern=r"(?!\.\.?$)[^/\x00]+|a name without / (it names a folder)")
-    ckpt_path: Path = spec(nonempty=True)
+    ckpt_path: Path | None = spec(nonempty=True)  # or model_zoo
+    model_zoo: str | None = spec(nonempty=True)  # a zoo entry (fcn_lightning/interop/zoo.yaml)
+    zoo_mirrors: list[str] = spec()
     format: str = spec(choices=("onnx", "torchscript"))
     out: Path | None = spec(nonempty=True)
     normalize_in_graph: bool

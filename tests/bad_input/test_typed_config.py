@@ -132,6 +132,15 @@ CASES = [
          ["opset='abc': expected an integer"]),
     Case("export tolerance 0", "config", "export", lambda p: ["check_tolerance=0"],
          ["check_tolerance=0: must be greater than 0"]),
+    # -- the model zoo (fcn_lightning/interop/zoo.yaml): refused before any download --------
+    Case("eval ckpt_path and model_zoo", "config", "eval", lambda p: ["model_zoo=voc-fcn8s"],
+         ["ckpt_path={ckpt} and model_zoo=voc-fcn8s: give one of them, not both"]),
+    Case("predict model_zoo typo", "config", "predict",
+         lambda p: ["ckpt_path=null", "model_zoo=voc-fcn8z"],
+         ["model_zoo=voc-fcn8z: no such model in the zoo", "did you mean voc-fcn8s"]),
+    Case("export model_zoo not loadable yet", "config", "export",
+         lambda p: ["ckpt_path=null", "model_zoo=siftflow-fcn8s"],
+         ["model_zoo=siftflow-fcn8s: SIFT Flow's nets have two score heads", "planned, issue 15"]),
 ]  # fmt: skip
 
 
@@ -155,7 +164,8 @@ def test_eval_without_ckpt_path_says_how_to_give_it(earlier, tmp_path, monkeypat
     err = capfd.readouterr().err
     assert status == 2, err[-2000:]
     assert [line for line in err.splitlines() if line.startswith("error: ")] == [
-        "error: ckpt_path is required: give ckpt_path=<a string>"
+        "error: ckpt_path is required: give ckpt_path=<file.ckpt>, or model_zoo=<name> for a "
+        "reference model (python -m fcn_lightning.zoo lists them)"
     ]
     assert "Traceback" not in err
     assert not (tmp_path / "eval").exists()
