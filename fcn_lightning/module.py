@@ -157,10 +157,18 @@ class FCNModule(pl.LightningModule):
             if self.loss_normalize == "sum"
             else f"optim.lr={lr:g} may be too large: lower it"
         )
-        return (
-            f"train/loss became {value} at step {self.global_step}; {cause}. Nothing was "
-            f"saved after this step: checkpoints/last.ckpt holds the last validation before it"
-        )
+        return f"train/loss became {value} at step {self.global_step}; {cause}. {self._kept()}"
+
+    def _kept(self) -> str:
+        """What a diverged run leaves to resume from: last.ckpt only if one was written."""
+        callback = self._trainer.checkpoint_callback if self._trainer is not None else None
+        folder = getattr(callback, "dirpath", None)
+        if folder is not None and (Path(folder) / "last.ckpt").is_file():
+            return (
+                f"Nothing was saved after this step: {Path(folder) / 'last.ckpt'} holds the "
+                "last validation before it"
+            )
+        return "Nothing was saved: no checkpoint was written before this step"
 
     def _eval_step(self, batch: tuple[Tensor, Tensor], stage: str) -> Tensor:
         images, labels = batch

@@ -270,6 +270,21 @@ def test_a_diverging_loss_stops_with_its_likely_cause_and_keeps_the_last_checkpo
     assert "\n" not in message
     assert "train/loss became nan at step 3" in message or "inf at step 3" in message
     assert "loss.normalize=sum" in message and "optim.lr=0.001" in message
+    assert message.endswith(f"{run}/checkpoints/last.ckpt holds the last validation before it")
     last = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     assert last["global_step"] == 2  # the validation before the divergence
     assert all(torch.isfinite(t).all() for t in last["state_dict"].values())
+
+
+def test_a_loss_diverging_before_any_checkpoint_says_nothing_was_kept(data_dir, tmp_path):
+    run = tmp_path / "run"
+    cfg = compose_train(
+        data_dir, run, "loss=sum", "optim.lr=1e-3", "trainer.max_steps=8",
+        "+callbacks.poison._target_=tests.train_helpers.PoisonWeightsAt",
+        "+callbacks.poison.step=1",
+    )  # fmt: skip
+    with pytest.raises(DivergedError) as caught:
+        train(cfg)
+    assert not (run / "checkpoints" / "last.ckpt").exists()
+    kept = "Nothing was saved: no checkpoint was written before this step"
+    assert str(caught.value).endswith(kept)
