@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import os
 import tempfile
 import warnings
 from collections.abc import Collection
@@ -258,15 +259,33 @@ def export(cfg: DictConfig, typed: Collection[str] = ()) -> Path:
         warnings.filterwarnings("ignore", category=DeprecationWarning)
         warnings.filterwarnings("ignore", category=FutureWarning)
         exporter = _export_onnx if cfg.format == "onnx" else _export_torchscript
-        exporter(net, example, path, cfg, meta)
-    path.with_name(path.name + ".json").write_text(json.dumps(meta, indent=2))
+        # Written beside the target and moved into place only once checked: a failed
+        # export or check leaves no file behind, and an earlier export as it was.
+        partial = path.with_name(f".{path.stem}.partial{path.suffix}")
+        try:
+            exporter(net, example, partial, cfg, meta)
+            worst = check_export(partial, cfg.format, net, cfg) if cfg.check else None
+        except WeightsError as error:
+            partial.unlink(missing_ok=True)
+            kept = f"; {path} was left as it was" if path.exists() else ""
+            raise WeightsError(f"{str(error).replace(str(partial), str(path))}{kept}") from None
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
+    sidecar = path.with_name(path.name + ".json")
+    atomic_write_text(sidecar, json.dumps(meta, indent=2))
+    os.replace(partial, path)
     log.info("wrote %s (and %s.json, the input normalisation and classes)", path, path.name)
-    if cfg.check:
-        worst = check_export(path, cfg.format, net, cfg)
-        if worst is not None:
-            sizes = ", ".join(f"{h}x{w}" for h, w in CHECK_SIZES)
-            log.info("checked at %s: max relative difference from PyTorch %.1e", sizes, worst)
+    if worst is not None:
+        sizes = ", ".join(f"{h}x{w}" for h, w in CHECK_SIZES)
+        log.info("checked at %s: max relative difference from PyTorch %.1e", sizes, worst)
     return path
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(text)
+    os.replace(partial, path)
 
 
 @fcn_main("export")

@@ -153,3 +153,21 @@ def test_command_line_writes_next_to_the_checkpoint(checkpoints, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert checkpoint.with_suffix(".pt").is_file()
     assert checkpoint.with_name("last.pt.json").is_file()
+
+
+def test_a_failed_check_leaves_the_earlier_export_as_it_was(checkpoints, tmp_path, monkeypatch):
+    out = tmp_path / "model.pt"
+    ckpt = f"ckpt_path={checkpoints['aligned']}"
+    export(export_cfg(ckpt, f"out={out}", "format=torchscript"))
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+
+    def off_by_one(path, fmt, x):
+        return run_exported(path, fmt, x) + 1.0  # an exporter that changed the scores
+
+    monkeypatch.setattr("fcn_lightning.export.run_exported", off_by_one)
+    with pytest.raises(WeightsError) as caught:
+        export(export_cfg(ckpt, f"out={out}", "format=torchscript"))
+    message = str(caught.value)
+    assert message.startswith(f"{out}: scores differ from PyTorch's")
+    assert message.endswith(f"; {out} was left as it was")
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # no partial file
