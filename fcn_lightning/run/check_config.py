@@ -380,6 +380,21 @@ def _data(values: dict) -> str | None:
     scale = data.get("scale_range")
     if scale and scale[0] > scale[1]:
         return f"data.scale_range={scale}: give [low, high] with low <= high"
+    return _expected_counts(data, values.get("split"))
+
+
+def _expected_counts(data: dict, split: object) -> str | None:
+    """A count for a split the data does not read would never be checked (a typo)."""
+    splits = [data.get(k) for k in ("train_split", "val_split", "test_split")]
+    used = sorted({str(s) for s in (*splits, split) if isinstance(s, str)})
+    for name in data.get("expected_counts") or {}:
+        if str(name) not in used:
+            close = difflib.get_close_matches(str(name), used, n=1)
+            near = f"; nearest: {close[0]}" if close else ""
+            return (
+                f"data.expected_counts.{name}: no split of this run is named {name} (its "
+                f"splits: {', '.join(used)}{near}); a count for it would never be checked"
+            )
     return None
 
 

@@ -122,6 +122,9 @@ def flatten(node, prefix=""):
 # The message each wrong value gets: (task, overrides, fragments of the one problem line).
 WRONG = [
     ("train", ["optim.lr=abc"], ["optim.lr='abc': expected a number"]),
+    ("train", ["data=voc2012", "+data.expected_counts.voc2012_trian=3"],
+     ["data.expected_counts.voc2012_trian: no split of this run is named voc2012_trian (its "
+      "splits: voc2012_train, voc2012_val; nearest: voc2012_train)"]),
     ("train", ["optim.lr=-0.1"], ["optim.lr=-0.1: must be greater than 0"]),
     ("train", ["optim.lr=0"], ["optim.lr=0: must be greater than 0"]),
     ("train", ["optim.momentum=1.5"], ["optim.momentum=1.5: must be less than 1"]),
@@ -216,6 +219,12 @@ def test_a_wrong_value_is_named_with_what_it_may_be(hydra_compose, task, overrid
     assert "\n" not in message
     for fragment in expect:
         assert fragment in message, message
+
+
+def test_a_count_for_the_split_eval_scores_is_checked_not_refused(hydra_compose):
+    overrides = ["ckpt_path=x.ckpt", "data=voc_aug", "+data.expected_counts.seg11valid=736",
+                 "split=seg11valid"]  # fmt: skip
+    check_config(hydra_compose("eval", overrides), "eval")
 
 
 def test_every_problem_is_reported_at_once(hydra_compose):
