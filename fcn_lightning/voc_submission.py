@@ -1,0 +1,331 @@
+"""The PASCAL VOC evaluation server's segmentation submission:
+``python -m fcn_lightning.predict ckpt_path=... format=voc [voc.year=2012] [voc.comp=comp6]``.
+
+The layout is the devkit's (VOCinit.m: ``VOCopts.seg.clsrespath``, devkit_doc section 5.3):
+``results/VOC2012/Segmentation/comp6_test_cls/<id>.png`` for every id of
+``ImageSets/Segmentation/test.txt``, each an indexed (palette) PNG of the JPEG's size whose
+pixel values are the class indices 0 (background) .. 20. comp6 is for methods trained on
+data outside VOC (the paper's FCNs use SBD), comp5 for VOC data only. The masks are packed
+as ``<out_dir>/voc2012_comp6_test.tar.gz`` with ``results/`` at its root.
+
+Interruptions: every mask is written to a temporary name and renamed, and a stamp
+(`STAMP`) records which checkpoint and settings the masks come from; a rerun keeps the
+masks that read back whole and predicts the rest. The tarball is written to a temporary
+name, read back and checked (`verify_tarball`), and only then renamed into place, so a
+half tarball never carries the final name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tarfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from fcn_lightning.data.readers import read_image
+from fcn_lightning.errors import ConfigError, DataError
+from fcn_lightning.run.console import log
+from fcn_lightning.run.progress import track
+from fcn_lightning.visualize import palette_image
+
+NUM_CLASSES = 21  # background + the 20 VOC classes: what the server scores
+YEARS = ("2012", "2011")
+COMPS = ("comp6", "comp5")
+# Where each year's test archive unpacks under paths.data_dir (VOC2012test.tar gives
+# VOCdevkit/VOC2012 beside the trainval tree); the first holding the list wins.
+TREES = {
+    "2012": ("VOCdevkit/VOC2012", "TestData/VOCdevkit/VOC2012"),
+    "2011": ("VOCdevkit/VOC2011", "TestData/VOCdevkit/VOC2011", "TrainVal/VOCdevkit/VOC2011"),
+}
+STAMP = ".fcn_submission.json"
+
+
+class Submission:
+    """One year/competition/split: where its list, images, masks and tarball are."""
+
+    def __init__(self, tree: Path, year: str, comp: str, split: str, out_dir: Path):
+        self.tree, self.year, self.comp, self.split = tree, year, comp, split
+        self.out_dir = out_dir
+        self.list_path = tree / "ImageSets" / "Segmentation" / f"{split}.txt"
+        self.member_dir = f"results/VOC{year}/Segmentation/{comp}_{split}_cls"
+        self.mask_dir = out_dir / self.member_dir
+        self.tarball = out_dir / f"voc{year}_{comp}_{split}.tar.gz"
+        self.stamp = self.mask_dir / STAMP
+
+    def jpeg(self, image_id: str) -> Path:
+        return self.tree / "JPEGImages" / f"{image_id}.jpg"
+
+
+def find_tree(data_dir: str | Path, year: str, split: str, root: str | None) -> Path:
+    """The VOC<year> folder holding ``ImageSets/Segmentation/<split>.txt``."""
+    if root is not None:
+        candidates, key = [Path(root).expanduser()], "voc.root"
+    else:
+        candidates = [Path(data_dir).expanduser() / c for c in TREES[year]]
+        key = "paths.data_dir"
+    for tree in candidates:
+        if (tree / "ImageSets" / "Segmentation" / f"{split}.txt").is_file():
+            return tree
+    listed = candidates[0] / "ImageSets" / "Segmentation" / f"{split}.txt"
+    raise DataError(
+        f"{listed}: no such list ({key}={candidates[0] if root else data_dir}); unpack the "
+        f"VOC{year} test archive (VOC{year}test.tar, from the evaluation server's site) into "
+        f"paths.data_dir, or point voc.root at the VOC{year} folder that holds it"
+    )
+
+
+def read_ids(list_path: Path) -> list[str]:
+    """The image ids of a VOC list file: one per line, the first word of each."""
+    try:
+        text = list_path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as error:
+        raise DataError(
+            f"{list_path}: cannot be read ({error}); replace it from the archive"
+        ) from None
+    ids = [line.split()[0] for line in text.splitlines() if line.strip()]
+    if not ids:
+        raise DataError(f"{list_path}: lists no images; replace it from the archive")
+    seen: set[str] = set()
+    twice = next((i for i in ids if i in seen or seen.add(i)), None)
+    if twice is not None:
+        raise DataError(f"{list_path}: lists {twice} twice; replace it from the archive")
+    return ids
+
+
+def check_images(sub: Submission, ids: list[str]) -> None:
+    missing = [i for i in ids if not sub.jpeg(i).is_file()]
+    if missing:
+        raise DataError(
+            f"{sub.jpeg(missing[0])}: missing, with {len(missing)} of the {len(ids)} images "
+            f"{sub.list_path.name} lists; unpack the whole VOC{sub.year} test archive there"
+        )
+
+
+def check_classes(num_classes: int, ckpt_path: str) -> None:
+    if num_classes != NUM_CLASSES:
+        raise ConfigError(
+            f"ckpt_path={ckpt_path} predicts {num_classes} classes; the VOC server scores "
+            f"the {NUM_CLASSES} VOC classes (background + 20): use a checkpoint trained on VOC"
+        )
+
+
+def stamp_of(ckpt_path: str, settings: dict[str, Any]) -> dict[str, Any]:
+    """What the masks depend on: the checkpoint file (as found now) and the settings."""
+    path = Path(ckpt_path).expanduser().resolve()
+    info = path.stat()
+    return {"checkpoint": str(path), "size": info.st_size, "mtime_ns": info.st_mtime_ns,
+            **settings}  # fmt: skip
+
+
+def check_stamp(sub: Submission, stamp: dict[str, Any]) -> None:
+    """Refuse to mix masks of another checkpoint or settings into this submission."""
+    if not sub.stamp.is_file():
+        if sub.mask_dir.is_dir() and any(sub.mask_dir.glob("*.png")):
+            raise ConfigError(
+                f"out_dir={sub.out_dir}: {sub.mask_dir} holds masks not written by this "
+                "command; choose another out_dir"
+            )
+        return
+    try:
+        earlier = json.loads(sub.stamp.read_text())
+    except (OSError, ValueError):
+        earlier = None
+    if earlier != stamp:
+        raise ConfigError(
+            f"out_dir={sub.out_dir}: holds a submission from another checkpoint or settings "
+            f"({sub.stamp}); choose another out_dir to keep both, or delete {sub.mask_dir}"
+        )
+
+
+def upright_size(jpeg: Path) -> tuple[int, int]:
+    """(width, height) of the image as `read_image` gives it (EXIF orientation applied)."""
+    with Image.open(jpeg) as im:
+        turned = im.getexif().get(0x0112, 1) in (5, 6, 7, 8)
+        return (im.height, im.width) if turned else im.size
+
+
+def mask_problem(data: bytes | Path, size: tuple[int, int]) -> str | None:
+    """Why a submitted mask is unusable: not a PNG, not palette mode, wrong size, values."""
+    try:
+        with Image.open(data if isinstance(data, Path) else _bytes_io(data)) as im:
+            if im.format != "PNG" or im.mode != "P":
+                return f"a {im.format} image in mode {im.mode}, not a palette PNG"
+            if im.size != size:
+                return f"{im.size[0]}x{im.size[1]} (WxH), but the JPEG is {size[0]}x{size[1]}"
+            values = np.asarray(im)
+    except (OSError, UnidentifiedImageError, ValueError) as error:
+        return f"unreadable ({error})"
+    if values.size and values.max() >= NUM_CLASSES:
+        return f"holds value {int(values.max())}, not a class index 0..{NUM_CLASSES - 1}"
+    return None
+
+
+def _bytes_io(data: bytes):
+    import io
+
+    return io.BytesIO(data)
+
+
+def write_masks(
+    sub: Submission, ids: list[str], predict: Callable[[torch.Tensor], np.ndarray]
+) -> int:
+    """Predict every listed image whose mask is not already there whole; returns how
+    many were predicted now."""
+    sub.mask_dir.mkdir(parents=True, exist_ok=True)
+    for leftover in sub.mask_dir.glob(".*.tmp"):  # from an interrupted run
+        leftover.unlink()
+    todo = []
+    for image_id in ids:
+        mask = sub.mask_dir / f"{image_id}.png"
+        if not mask.is_file() or mask_problem(mask, upright_size(sub.jpeg(image_id))):
+            todo.append(image_id)
+    if len(todo) < len(ids):
+        log.info("%d of %d masks already written: predicting the other %d",
+                 len(ids) - len(todo), len(ids), len(todo))  # fmt: skip
+    for image_id in track(todo, description=f"VOC{sub.year} {sub.split}", unit="img"):
+        label = predict(read_image(sub.jpeg(image_id)))
+        mask = sub.mask_dir / f"{image_id}.png"
+        partial = sub.mask_dir / f".{image_id}.png.tmp"
+        palette_image(label).save(partial, format="PNG")
+        os.replace(partial, mask)
+    return len(todo)
+
+
+def pack(sub: Submission, ids: list[str]) -> Path:
+    """The tarball, written beside its final name, checked, then renamed into place."""
+    partial = sub.tarball.with_name(f".{sub.tarball.name}.partial")
+    with tarfile.open(partial, "w:gz") as tar:
+        for image_id in ids:
+            tar.add(sub.mask_dir / f"{image_id}.png", arcname=f"{sub.member_dir}/{image_id}.png")
+    verify_tarball(partial, sub, ids)
+    os.replace(partial, sub.tarball)
+    return sub.tarball
+
+
+def verify_tarball(path: Path, sub: Submission, ids: list[str]) -> None:
+    """Every listed id exactly once, nothing else, each a palette PNG of its JPEG's
+    size holding class indices: read back from the file itself."""
+    expected = {f"{sub.member_dir}/{i}.png": i for i in ids}
+    seen: set[str] = set()
+    try:
+        _check_members(path, sub, expected, seen)
+    except (tarfile.TarError, EOFError, OSError) as error:
+        raise DataError(f"{path}: unreadable as a .tar.gz ({error}); rerun the command") from None
+    if len(seen) != len(expected):
+        absent = next(n for n in expected if n not in seen)
+        raise DataError(f"{path}: lacks {absent}; rerun the command")
+
+
+def _check_members(path: Path, sub: Submission, expected: dict[str, str], seen: set[str]) -> None:
+    with tarfile.open(path, "r:gz") as tar:
+        for member in tar:
+            if member.name not in expected or member.name in seen or not member.isfile():
+                raise DataError(f"{path}: holds {member.name} unexpectedly; rerun the command")
+            seen.add(member.name)
+            data = tar.extractfile(member).read()
+            why = mask_problem(data, upright_size(sub.jpeg(expected[member.name])))
+            if why:
+                raise DataError(f"{path}: {member.name} is {why}; rerun the command")
+
+
+def md5_of(path: Path) -> str:
+    digest = hashlib.md5()
+    with path.open("rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def human_size(size: int) -> str:
+    for unit in ("B", "KB", "MB"):
+        if size < 1024:
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GB"
+
+
+def prepare(cfg: Any, out_dir: Path) -> tuple[Submission, list[str]]:
+    """Everything checked before a file is written: the list, every JPEG."""
+    voc = cfg.voc
+    tree = find_tree(cfg.paths.data_dir, str(voc.year), voc.split, voc.get("root"))
+    sub = Submission(tree, str(voc.year), voc.comp, voc.split, out_dir)
+    ids = read_ids(sub.list_path)
+    check_images(sub, ids)
+    return sub, ids
+
+
+def submit(
+    sub: Submission, ids: list[str], stamp: dict[str, Any],
+    predict: Callable[[torch.Tensor], np.ndarray],
+) -> Path:  # fmt: skip
+    """Write the masks (resuming), pack and verify the tarball, print its summary.
+    A tarball already there from the same checkpoint and settings that verifies is kept
+    as it is (repacking would give other bytes, hence another md5, for the same masks)."""
+    check_stamp(sub, stamp)
+    sub.mask_dir.mkdir(parents=True, exist_ok=True)
+    if not sub.stamp.is_file():
+        partial = sub.stamp.with_name(STAMP + ".tmp")
+        partial.write_text(json.dumps(stamp, indent=2))
+        os.replace(partial, sub.stamp)
+    predicted = write_masks(sub, ids, predict)
+    tarball = None
+    if predicted == 0 and sub.tarball.is_file():
+        try:
+            verify_tarball(sub.tarball, sub, ids)
+            tarball = sub.tarball
+            log.info("%s: already complete and verified; kept as it is", tarball)
+        except (DataError, OSError, tarfile.TarError, EOFError):
+            tarball = None
+    if tarball is None:
+        tarball = pack(sub, ids)
+    print(
+        f"VOC{sub.year} {sub.comp} {sub.split}: {tarball} ({len(ids)} masks, md5 "
+        f"{md5_of(tarball)}, {human_size(tarball.stat().st_size)}): upload it to the "
+        "evaluation server"
+    )
+    return tarball
+
+
+def predict_voc(cfg: Any, typed: Any, device: torch.device, out_dir: Path) -> Path:
+    """``format=voc``: checks, then the masks and the tarball (see the module's docstring)."""
+    from fcn_lightning.models.checkpoints import TrainedWith, settle
+    from fcn_lightning.models.inference import apply_inference
+    from fcn_lightning.module import load_module
+    from fcn_lightning.normalization import get_input_norm
+    from fcn_lightning.run.config import resolved
+
+    sub, ids = prepare(cfg, out_dir)
+    module = load_module(cfg.ckpt_path)
+    check_classes(module.num_classes, cfg.ckpt_path)
+    trained = TrainedWith.of(module.hparams)
+    normalization = settle(
+        "normalization", cfg.get("normalization"), trained.normalization,
+        ckpt_path=cfg.ckpt_path, typed=typed,
+        fix="drop it: predict feeds the model as it was trained",
+    )  # fmt: skip
+    norm = get_input_norm(normalization)
+    inference = apply_inference(module, resolved(cfg.inference) if "inference" in cfg else None)
+    module.eval().to(device)
+
+    def predict(image: torch.Tensor) -> np.ndarray:
+        scores = module(norm(image)[None].to(device))
+        return scores.argmax(1)[0].to(torch.uint8).cpu().numpy()
+
+    settings = {"year": sub.year, "comp": sub.comp, "split": sub.split,
+                "normalization": normalization, "inference": inference.summary()}  # fmt: skip
+    stamp = stamp_of(cfg.ckpt_path, settings)
+    check_stamp(sub, stamp)  # before out_dir is made
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ConfigError(
+            f"out_dir={out_dir}: cannot be created ({error.strerror}); choose a writable folder"
+        ) from None
+    return submit(sub, ids, stamp, predict)
