@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import tarfile
 from collections.abc import Callable
 from pathlib import Path
@@ -57,6 +58,7 @@ class Submission:
         self.member_dir = f"results/VOC{year}/Segmentation/{comp}_{split}_cls"
         self.mask_dir = out_dir / self.member_dir
         self.tarball = out_dir / f"voc{year}_{comp}_{split}.tar.gz"
+        self.partial_tarball = out_dir / f".{self.tarball.name}.partial"
         self.stamp = self.mask_dir / STAMP
 
     def jpeg(self, image_id: str) -> Path:
@@ -132,6 +134,11 @@ def check_stamp(sub: Submission, stamp: dict[str, Any]) -> None:
                 f"out_dir={sub.out_dir}: {sub.mask_dir} holds masks not written by this "
                 "command; choose another out_dir"
             )
+        if sub.tarball.exists():  # its masks' record is gone: it may be another model's
+            raise ConfigError(
+                f"out_dir={sub.out_dir}: {sub.tarball.name} is there but not the record of "
+                f"what it holds ({sub.stamp}); choose another out_dir, or move it away"
+            )
         return
     try:
         earlier = json.loads(sub.stamp.read_text())
@@ -200,7 +207,7 @@ def write_masks(
 
 def pack(sub: Submission, ids: list[str]) -> Path:
     """The tarball, written beside its final name, checked, then renamed into place."""
-    partial = sub.tarball.with_name(f".{sub.tarball.name}.partial")
+    partial = sub.partial_tarball
     with tarfile.open(partial, "w:gz") as tar:
         for image_id in ids:
             tar.add(sub.mask_dir / f"{image_id}.png", arcname=f"{sub.member_dir}/{image_id}.png")
@@ -274,17 +281,17 @@ def submit(
         partial = sub.stamp.with_name(STAMP + ".tmp")
         partial.write_text(json.dumps(stamp, indent=2))
         os.replace(partial, sub.stamp)
-    predicted = write_masks(sub, ids, predict)
-    tarball = None
-    if predicted == 0 and sub.tarball.is_file():
-        try:
-            verify_tarball(sub.tarball, sub, ids)
-            tarball = sub.tarball
-            log.info("%s: already complete and verified; kept as it is", tarball)
-        except (DataError, OSError, tarfile.TarError, EOFError):
-            tarball = None
-    if tarball is None:
-        tarball = pack(sub, ids)
+    try:
+        tarball = _masks_and_tarball(sub, ids, predict)
+    except KeyboardInterrupt:
+        sub.partial_tarball.unlink(missing_ok=True)
+        done = sum((sub.mask_dir / f"{i}.png").is_file() for i in ids)
+        print(
+            f"error: interrupted: {done} of {len(ids)} masks are in {sub.mask_dir}, no "
+            "tarball was written; the same command predicts the rest and packs it",
+            file=sys.stderr,
+        )
+        sys.exit(130)  # 128 + SIGINT, as a shell reports it
     print(
         f"VOC{sub.year} {sub.comp} {sub.split}: {tarball} ({len(ids)} masks, md5 "
         f"{md5_of(tarball)}, {human_size(tarball.stat().st_size)}): upload it to the "
@@ -329,3 +336,20 @@ def predict_voc(cfg: Any, typed: Any, device: torch.device, out_dir: Path) -> Pa
             f"out_dir={out_dir}: cannot be created ({error.strerror}); choose a writable folder"
         ) from None
     return submit(sub, ids, stamp, predict)
+
+
+def _masks_and_tarball(
+    sub: Submission, ids: list[str], predict: Callable[[torch.Tensor], np.ndarray]
+) -> Path:
+    predicted = write_masks(sub, ids, predict)
+    tarball = None
+    if predicted == 0 and sub.tarball.is_file():
+        try:
+            verify_tarball(sub.tarball, sub, ids)
+            tarball = sub.tarball
+            log.info("%s: already complete and verified; kept as it is", tarball)
+        except (DataError, OSError, tarfile.TarError, EOFError):
+            tarball = None
+    if tarball is None:
+        tarball = pack(sub, ids)
+    return tarball

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import shutil
 import signal
 import subprocess
 import sys
@@ -23,6 +24,7 @@ from fcn_lightning.module import FCNModule
 from tests.bad_input.harness import run_entry
 from tests.train_helpers import ROOT
 
+TIE = 1e-4  # two best scores this close (relative): either class may win
 MEAN, STD = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
 SIZES = [(37, 29), (40, 52), (33, 33), (64, 21), (25, 47)]  # (width, height)
 IDS = [f"2008_{i:06d}" for i in range(1, len(SIZES) + 1)]
@@ -64,14 +66,24 @@ def ckpts(tmp_path_factory):
             "other": checkpoint(root / "other.ckpt", seed=1)}  # fmt: skip
 
 
-def argmax_here(ckpt, jpeg) -> np.ndarray:
+def argmax_here(ckpt, jpeg) -> tuple[np.ndarray, np.ndarray]:
+    """The network's argmax over the JPEG normalised here; and where its two best scores
+    are within `TIE` (there the input's rounding, done in another order, may decide)."""
     saved = torch.load(ckpt, weights_only=True)
     net = FCNModule(**saved["hyper_parameters"])
     net.load_state_dict(saved["state_dict"])
     rgb = np.asarray(Image.open(jpeg).convert("RGB"))
     x = ((rgb / 255.0 - MEAN) / STD).transpose(2, 0, 1)[None].astype(np.float32)
     with torch.no_grad():
-        return net.eval().model(torch.from_numpy(x))[0].argmax(0).numpy()
+        scores = net.eval().model(torch.from_numpy(x))[0].numpy()
+    best_two = np.sort(scores, axis=0)[-2:]
+    return scores.argmax(0), best_two[1] - best_two[0] < TIE * np.abs(scores).max()
+
+
+def assert_is_argmax(mask: np.ndarray, ckpt, jpeg) -> None:
+    expected, tie = argmax_here(ckpt, jpeg)
+    assert tie.mean() < 0.02, "too many near-ties for the comparison to mean much"
+    np.testing.assert_array_equal(mask[~tie], expected[~tie])
 
 
 def predict_voc(ckpt, data, out, monkeypatch, *args: str) -> int:
@@ -102,7 +114,7 @@ def check_submission(tarball, tree, ckpt, member_dir=MEMBER_DIR, ids=IDS):
         jpeg = tree / "JPEGImages" / f"{image_id}.jpg"
         assert mask.shape[::-1] == Image.open(jpeg).size
         assert mask.max() <= 20
-        np.testing.assert_array_equal(mask, argmax_here(ckpt, jpeg))
+        assert_is_argmax(mask, ckpt, jpeg)
     return masks
 
 
@@ -125,8 +137,9 @@ def test_the_tarball_holds_the_devkit_layout_and_the_networks_argmax(
     make_tree(data, "2011", SIZES[:2], IDS[:2])
     assert predict_voc(ckpts["21"], data, out, monkeypatch, "voc.year=2011",
                        "voc.comp=comp5") == 0  # fmt: skip
-    check_submission(out / "voc2011_comp5_test.tar.gz", data / "VOCdevkit" / "VOC2011",
-                     ckpts["21"], "results/VOC2011/Segmentation/comp5_test_cls", IDS[:2])  # fmt: skip
+    comp5 = "results/VOC2011/Segmentation/comp5_test_cls"
+    tree11 = data / "VOCdevkit" / "VOC2011"
+    check_submission(out / "voc2011_comp5_test.tar.gz", tree11, ckpts["21"], comp5, IDS[:2])
     assert hashlib.md5(tarball.read_bytes()).hexdigest() == md5  # the 2012 one untouched
 
 
@@ -135,9 +148,7 @@ def _no_jpeg(tree):
     (tree / "JPEGImages" / f"{IDS[3]}.jpg").unlink()
 
 
-@pytest.mark.parametrize(
-    ("case", "spoil", "ckpt", "args", "expected"),
-    [
+BAD = [
         ("no list", lambda t: (t / "ImageSets/Segmentation/test.txt").unlink(), "21", [],
          ["VOC2012/ImageSets/Segmentation/test.txt: no such list", "VOC2012test.tar"]),
         ("empty list", lambda t: (t / "ImageSets/Segmentation/test.txt").write_text("\n"),
@@ -148,9 +159,18 @@ def _no_jpeg(tree):
          ["predicts 20 classes; the VOC server scores the 21 VOC classes"]),
         ("bad comp", lambda t: None, "21", ["voc.comp=comp4"], ["voc.comp", "comp6"]),
         ("bad year", lambda t: None, "21", ["voc.year=2010"], ["voc.year", "2012"]),
-    ],  # fmt: skip
-    ids=lambda v: v if isinstance(v, str) and " " in v else "",
-)
+        ("id twice", lambda t: (t / "ImageSets/Segmentation/test.txt").write_text(
+            "\n".join(IDS + IDS[:1])), "21", [], [f"test.txt: lists {IDS[0]} twice"]),
+        ("no tree", lambda t: shutil.rmtree(t), "21", [], ["no such list", "voc.root"]),
+        ("root elsewhere", lambda t: None, "21", ["voc.root=/nonexistent/VOC2012"],
+         ["/nonexistent/VOC2012/ImageSets/Segmentation/test.txt: no such list (voc.root="]),
+        ("a file as out_dir", lambda t: (t.parent.parent.parent / "out").write_text("x"), "21",
+         [], ["is a file, not a folder"]),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("case", "spoil", "ckpt", "args", "expected"), BAD,
+                         ids=[b[0] for b in BAD])  # fmt: skip
 def test_bad_inputs_get_one_line_and_nothing_is_written(
     case, spoil, ckpt, args, expected, ckpts, tmp_path, monkeypatch, capfd
 ):
@@ -161,7 +181,7 @@ def test_bad_inputs_get_one_line_and_nothing_is_written(
     assert len(err) == 1 and err[0].startswith("error: "), err
     for text in expected:
         assert text in err[0], (text, err[0])
-    assert not out.exists()
+    assert not out.exists() or out.is_file()
 
 
 def test_reruns_resume_keep_a_finished_tarball_and_refuse_another_checkpoint(
@@ -195,14 +215,21 @@ def test_reruns_resume_keep_a_finished_tarball_and_refuse_another_checkpoint(
     err = [line for line in capfd.readouterr().err.splitlines() if line.strip()]
     assert len(err) == 1 and "another checkpoint or settings" in err[0]
     assert tarball.read_bytes() == shipped
+    # nor when the record of what the tarball holds is gone with the masks
+    for path in sorted(masks.iterdir()):
+        path.unlink()
+    assert predict_voc(ckpts["other"], data, out, monkeypatch) == 2
+    err = [line for line in capfd.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and "not the record of what it holds" in err[0]
+    assert tarball.read_bytes() == shipped and not list(masks.iterdir())
 
 
 def test_sigint_mid_way_leaves_no_tarball_and_a_rerun_finishes(ckpts, tmp_path):
     """A real Ctrl-C while masks are being written (enough images to be mid-way)."""
-    count = 40
+    count = 16
     ids = [f"2009_{i:06d}" for i in range(count)]
     data, out = tmp_path / "data", tmp_path / "out"
-    tree = make_tree(data, sizes=[(160, 120)] * count, ids=ids)
+    tree = make_tree(data, sizes=[(96, 72)] * count, ids=ids)
     member_dir = out / MEMBER_DIR
     command = [sys.executable, "-m", "fcn_lightning.predict", f"ckpt_path={ckpts['21']}",
                "format=voc", f"paths.data_dir={data}", f"out_dir={out}", "device=cpu",
@@ -217,7 +244,10 @@ def test_sigint_mid_way_leaves_no_tarball_and_a_rerun_finishes(ckpts, tmp_path):
         time.sleep(0.005)
     job.send_signal(signal.SIGINT)
     _, stderr = job.communicate(timeout=120)
-    assert job.returncode != 0, "finished before the signal: give it more images"
+    assert job.returncode == 130, (job.returncode, stderr[-2000:])
+    err = [line for line in stderr.splitlines() if line.startswith("error: ")]
+    assert len(err) == 1 and "interrupted" in err[0] and "the same command" in err[0], err
+    assert "Traceback" not in stderr
     written = len(list(member_dir.glob("*.png")))
     assert 0 < written < count, written
     assert not (out / "voc2012_comp6_test.tar.gz").exists()
@@ -228,6 +258,4 @@ def test_sigint_mid_way_leaves_no_tarball_and_a_rerun_finishes(ckpts, tmp_path):
     assert sorted(masks) == sorted(f"{MEMBER_DIR}/{i}.png" for i in ids)
     for image_id in ids[:3] + ids[-2:]:
         jpeg = tree / "JPEGImages" / f"{image_id}.jpg"
-        np.testing.assert_array_equal(
-            masks[f"{MEMBER_DIR}/{image_id}.png"], argmax_here(ckpts["21"], jpeg)
-        )
+        assert_is_argmax(masks[f"{MEMBER_DIR}/{image_id}.png"], ckpts["21"], jpeg)
