@@ -17,6 +17,7 @@ from PIL import Image
 
 from fcn_lightning.report.cli import main as report_main
 from fcn_lightning.train import train
+from tests.bad_input.harness import run_entry
 from tests.train_helpers import compose_train, run_module, tiny_dataset
 
 NUM_CLASSES, NUM_VAL = 7, 5  # the synthetic dataset's classes; an odd split for 2 ranks
@@ -163,20 +164,55 @@ def test_eval_writes_confusion_per_image_and_worst_as_numpy_computes_them(
     assert panels == 9
 
 
-def test_report_worst_without_records_and_worst_k_0(trained, single, tmp_path, capsys):
-    out, _ = eval_run(trained, "no_worst", "trainer=cpu", "worst_k=0")
-    assert not (out / "worst.csv").exists() and (out / "per_image.csv").is_file()
-    assert report_main([str(out), "--worst", "2"]) == 2
+def test_padded_batches_name_each_row_and_crop_the_kept_masks(trained, single, tmp_path):
+    """Batches of 2 images of different sizes, padded: each row still names its own
+    image, and each kept mask is cropped back to its image (padding changes the scores
+    near the border, so the values are not compared)."""
+    out, _ = eval_run(trained, "padded", "trainer=cpu", "worst_k=5", "batch_size=2",
+                      "+data.collate=pad")  # fmt: skip
+    rows, one_by_one = read_csv(out / "per_image.csv"), read_csv(single / "per_image.csv")
+    assert [(r[0], r[3]) for r in rows] == [(r[0], r[3]) for r in one_by_one]
+    sizes = {image_id: truth.shape for image_id, _, truth, _ in numpy_truth(trained)}
+    assert len(set(sizes.values())) > 1, "one image size: nothing is padded"
+    worst = list(csv.DictReader((out / "worst.csv").open(newline="")))
+    assert len(worst) == NUM_VAL
+    for w in worst:
+        with Image.open(out / w["prediction"]) as im:
+            assert im.size[::-1] == sizes[w["id"]]
+
+
+def test_report_worst_refusals(single, tmp_path, capsys):
+    bare = tmp_path / "eval_without_worst"
+    bare.mkdir()
+    (bare / "per_image.csv").write_bytes((single / "per_image.csv").read_bytes())
+    assert report_main([str(bare), "--worst", "2"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "worst.csv: not found" in err[0] and "worst_k" in err[0]
-    assert not (out / "worst.png").exists()
+    assert not (bare / "worst.png").exists()
     assert report_main([str(single), "--worst", "0"]) == 2
+    assert report_main([str(tmp_path / "nowhere"), "--worst", "2"]) == 2
     # more asked than kept: the kept ones, said so
     assert report_main([str(single), "--worst", "10", "--out", str(tmp_path)]) == 0
     assert "eval kept 3" in capsys.readouterr().out
-    done = run_module("fcn_lightning.eval", f"ckpt_path={trained[1]}", "worst_k=-1",
-                      f"hydra.run.dir={tmp_path / 'bad'}", cwd=tmp_path)  # fmt: skip
-    assert done.returncode == 2 and "worst_k" in done.stderr.strip().splitlines()[-1]
+
+
+def test_worst_k_0_keeps_no_mask_and_a_bad_worst_k_is_refused(
+    trained, tmp_path, monkeypatch, capfd
+):
+    from fcn_lightning.eval_outputs import PerImageScores
+
+    scores = PerImageScores(NUM_CLASSES, worst_k=0)
+    scores._batches = [[0, 1]]
+    logits = torch.randn(2, NUM_CLASSES, 6, 5)
+    labels = torch.randint(0, NUM_CLASSES, (2, 6, 5), dtype=torch.uint8)
+    scores.on_validation_batch_end(None, None, logits, (None, labels), 0)
+    assert scores.worst == [] and [r[0] for r in scores.rows] == [0, 1]
+    expected = sum(hist_of(labels[i].numpy(), logits[i].argmax(0).numpy()) for i in (0, 1))
+    np.testing.assert_array_equal(scores.confusion, expected)
+    status = run_entry("eval", [f"ckpt_path={trained[1]}", "worst_k=-1",
+                                f"hydra.run.dir={tmp_path / 'bad'}"], monkeypatch)  # fmt: skip
+    err = [line for line in capfd.readouterr().err.splitlines() if line.startswith("error")]
+    assert status == 2 and len(err) == 1 and "worst_k" in err[0], err
     assert not (tmp_path / "bad" / "metrics.json").exists()
 
 
