@@ -102,11 +102,25 @@ def read_ids(list_path: Path) -> list[str]:
 
 
 def check_images(sub: Submission, ids: list[str]) -> None:
+    """Every listed JPEG is there and opens as an image (its header: a file cut short
+    inside its pixel data is only found when predicted, and then named)."""
     missing = [i for i in ids if not sub.jpeg(i).is_file()]
     if missing:
         raise DataError(
             f"{sub.jpeg(missing[0])}: missing, with {len(missing)} of the {len(ids)} images "
             f"{sub.list_path.name} lists; unpack the whole VOC{sub.year} test archive there"
+        )
+    unreadable = []
+    for image_id in track(ids, description="check images", unit="img", line_every=500):
+        try:
+            upright_size(sub.jpeg(image_id))
+        except (OSError, UnidentifiedImageError, ValueError):
+            unreadable.append(image_id)
+    if unreadable:
+        raise DataError(
+            f"{sub.jpeg(unreadable[0])}: not a readable image, with {len(unreadable)} of "
+            f"the {len(ids)} images {sub.list_path.name} lists; replace them from the "
+            f"VOC{sub.year} test archive"
         )
 
 

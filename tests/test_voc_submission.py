@@ -159,6 +159,8 @@ BAD = [
          ["predicts 20 classes; the VOC server scores the 21 VOC classes"]),
         ("bad comp", lambda t: None, "21", ["voc.comp=comp4"], ["voc.comp", "comp6"]),
         ("bad year", lambda t: None, "21", ["voc.year=2010"], ["voc.year", "2012"]),
+        ("not an image", lambda t: (t / f"JPEGImages/{IDS[2]}.jpg").write_bytes(b"<html>"),
+         "21", [], [f"JPEGImages/{IDS[2]}.jpg: not a readable image, with 1 of the 5"]),
         ("id twice", lambda t: (t / "ImageSets/Segmentation/test.txt").write_text(
             "\n".join(IDS + IDS[:1])), "21", [], [f"test.txt: lists {IDS[0]} twice"]),
         ("no tree", lambda t: shutil.rmtree(t), "21", [], ["no such list", "voc.root"]),
