@@ -69,9 +69,12 @@ def worst_rows(run_dir: Path, count: int) -> list[tuple[str, np.ndarray, np.ndar
 
 
 def worst_picture(rows: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]) -> Image.Image:
-    width = max(3 * image.shape[1] + 2 * GAP for _, image, _, _ in rows)
+    """The rows stacked; as wide as the widest row of panels or caption."""
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    panels = max(3 * image.shape[1] + 2 * GAP for _, image, _, _ in rows)
+    text = max(int(measure.textlength(caption)) + 2 for caption, *_ in rows)
     height = sum(CAPTION + image.shape[0] for _, image, _, _ in rows) + GAP * (len(rows) - 1)
-    canvas = np.full((height, width, 3), 255, dtype=np.uint8)
+    canvas = np.full((height, max(panels, text), 3), 255, dtype=np.uint8)
     y, captions = 0, []
     for caption, image, truth, pred in rows:
         captions.append((y, caption))
