@@ -225,7 +225,8 @@ def submit(
         done = sum((sub.mask_dir / f"{i}.png").is_file() for i in ids)
         print(
             f"error: interrupted: {done} of {len(ids)} masks are in {sub.mask_dir}, no "
-            "tarball was written; the same command predicts the rest and packs it",
+            f"tarball was written; the same command with out_dir={sub.out_dir} predicts "
+            "the rest and packs it",
             file=sys.stderr,
         )
         sys.exit(130)  # 128 + SIGINT, as a shell reports it

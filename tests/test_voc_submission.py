@@ -248,7 +248,8 @@ def test_sigint_mid_way_leaves_no_tarball_and_a_rerun_finishes(ckpts, tmp_path):
     _, stderr = job.communicate(timeout=120)
     assert job.returncode == 130, (job.returncode, stderr[-2000:])
     err = [line for line in stderr.splitlines() if line.startswith("error: ")]
-    assert len(err) == 1 and "interrupted" in err[0] and "the same command" in err[0], err
+    assert len(err) == 1 and "interrupted" in err[0], err
+    assert f"the same command with out_dir={out}" in err[0], err
     assert "Traceback" not in stderr
     written = len(list(member_dir.glob("*.png")))
     assert 0 < written < count, written
