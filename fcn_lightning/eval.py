@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from fcn_lightning import resolvers  # noqa: F401  (registers the config resolvers)
 from fcn_lightning.data.datamodule import SegmentationDataModule, build_datamodule
 from fcn_lightning.errors import ConfigError
+from fcn_lightning.eval_outputs import PerImageScores, write_eval_outputs
 from fcn_lightning.interop.zoo import resolve_checkpoint
 from fcn_lightning.metrics import markdown_table
 from fcn_lightning.models.checkpoints import (
@@ -157,10 +158,12 @@ def evaluate(cfg: DictConfig, typed: Collection[str] = ()) -> dict[str, Any]:
     # scores a split with several processes (each image on exactly one of them).
     trainer_cfg = {k: v for k, v in resolved(cfg.trainer).items() if k in DEVICE_KEYS}
     apply_ddp_timeout(trainer_cfg)
+    per_image = PerImageScores(module.num_classes, worst_k=cfg.get("worst_k", 8))
     with lightning_refusals("trainer"):
         trainer = pl.Trainer(
-            **trainer_cfg, logger=False, enable_checkpointing=False, callbacks=[StepProgressBar()]
-        )
+            **trainer_cfg, logger=False, enable_checkpointing=False,
+            callbacks=[StepProgressBar(), per_image],
+        )  # fmt: skip
     prepare_ddp_relaunch()
     try:
         trainer.validate(module, datamodule=datamodule, verbose=False)
@@ -183,6 +186,9 @@ def evaluate(cfg: DictConfig, typed: Collection[str] = ()) -> dict[str, Any]:
     (run_dir / "metrics.md").write_text(table)
     print(table)
     log.info("wrote %s and %s", run_dir / "metrics.json", run_dir / "metrics.md")
+    extra = write_eval_outputs(run_dir, per_image, list(module.class_names),
+                               datamodule.val_dataset)  # fmt: skip
+    log.info("wrote %s in %s", ", ".join(extra), run_dir)
     return scores
 
 

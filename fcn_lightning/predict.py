@@ -29,9 +29,9 @@ from fcn_lightning.data.readers import read_image
 from fcn_lightning.errors import ConfigError, DataError
 from fcn_lightning.interop.zoo import resolve_checkpoint
 from fcn_lightning.models.checkpoints import TrainedWith, command_line_keys, settle
-from fcn_lightning.models.inference import apply_inference
-from fcn_lightning.module import load_module
-from fcn_lightning.normalization import get_input_norm
+from fcn_lightning.models.inference import Inference, apply_inference
+from fcn_lightning.module import FCNModule, load_module
+from fcn_lightning.normalization import InputNorm, get_input_norm
 from fcn_lightning.run.boundary import user_errors
 from fcn_lightning.run.check_config import check_config
 from fcn_lightning.run.config import resolved
@@ -154,6 +154,24 @@ def _is_out_of_memory(error: BaseException) -> bool:
     )
 
 
+def prepared_model(
+    cfg: DictConfig, typed: Collection[str], device: torch.device
+) -> tuple[FCNModule, InputNorm, Inference]:
+    """The checkpoint's model on ``device`` in eval mode with the inference settings, and
+    the input normalisation it was trained with (``normalization=`` may only repeat it)."""
+    resolve_checkpoint(cfg, "predict")  # model_zoo=<name>: its converted checkpoint
+    module = load_module(cfg.ckpt_path)
+    trained = TrainedWith.of(module.hparams)
+    normalization = settle(
+        "normalization", cfg.get("normalization"), trained.normalization,
+        ckpt_path=cfg.ckpt_path, typed=typed,
+        fix="drop it: predict feeds the model as it was trained",
+    )  # fmt: skip
+    inference = apply_inference(module, resolved(cfg.inference) if "inference" in cfg else None)
+    module.eval().to(device)
+    return module, get_input_norm(normalization), inference
+
+
 @torch.no_grad()
 def predict(cfg: DictConfig, typed: Collection[str] = ()) -> list[Path]:
     """Write a mask and an overlay per input image; returns the masks written.
@@ -163,6 +181,12 @@ def predict(cfg: DictConfig, typed: Collection[str] = ()) -> list[Path]:
     print_config(cfg, kept_in=None)
     device = pick_device(cfg.device)
     out_dir = check_out_dir(cfg.out_dir)
+    if cfg.get("format", "images") == "voc":  # the evaluation server's layout and tarball
+        from fcn_lightning.voc_submission import predict_voc
+
+        return [predict_voc(cfg, typed, device, out_dir)]
+    if cfg.inputs is None:
+        raise ConfigError("inputs is missing: set inputs=<an image, a folder or a list file>")
     images = list_inputs(cfg.inputs)
     names = output_names(images, cfg.inputs)
     masks = [out_dir / f"{name}.png" for name in names]
@@ -173,17 +197,7 @@ def predict(cfg: DictConfig, typed: Collection[str] = ()) -> list[Path]:
             f"out_dir={out_dir}: the outputs would overwrite the input {clobbered}; choose "
             "another out_dir"
         )
-    resolve_checkpoint(cfg, "predict")  # model_zoo=<name>: its converted checkpoint
-    module = load_module(cfg.ckpt_path)
-    trained = TrainedWith.of(module.hparams)
-    normalization = settle(
-        "normalization", cfg.get("normalization"), trained.normalization,
-        ckpt_path=cfg.ckpt_path, typed=typed,
-        fix="drop it: predict feeds the model as it was trained",
-    )  # fmt: skip
-    norm = get_input_norm(normalization)
-    apply_inference(module, resolved(cfg.inference) if "inference" in cfg else None)
-    module.eval().to(device)
+    module, norm, _ = prepared_model(cfg, typed, device)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:

@@ -14,6 +14,11 @@ CSV records, so it works offline and while a sweep is still running.
 
 reads the same from W&B instead (`fcn_lightning.report.wandb_source`), e.g. for runs made
 on other machines.
+
+    python -m fcn_lightning.report <eval run dir> --worst 8 [--out DIR]
+
+draws the eval run's worst images, image | truth | prediction, as ``worst.png``
+(`fcn_lightning.report.worst`).
 """
 
 from __future__ import annotations
@@ -35,8 +40,18 @@ def main(argv: list[str] | None = None) -> int:
         "--wandb", metavar="ENTITY/PROJECT", help="read the runs from W&B instead (online)"
     )
     parser.add_argument("--group", help="with --wandb: only this group (e.g. study_skips)")
+    parser.add_argument(
+        "--worst", type=int, metavar="K", help="an eval run dir's K worst images as worst.png"
+    )
     args = parser.parse_args(argv)
     try:
+        if args.worst is not None:
+            from fcn_lightning.report.worst import WorstError, write_worst_picture
+
+            if args.worst < 1 or len(args.dirs) != 1:
+                raise WorstError("--worst K: give one eval run directory and K >= 1")
+            write_worst_picture(args.dirs[0], args.worst, args.out)
+            return 0
         if args.wandb:
             from fcn_lightning.report.wandb_source import wandb_runs
 

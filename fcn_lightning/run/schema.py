@@ -256,6 +256,7 @@ class EvalConfig:
     data_dir: Path | None = spec(nonempty=True)
     batch_size: int = spec(ge=1)
     num_workers: int = spec(ge=0)
+    worst_k: int = spec(ge=0, le=1000)  # predictions kept in memory: k masks
     run_name: str = spec(pattern=r"(?!\.\.?$)[^/\x00]+|a name without / (it names a folder)")
     print_config: bool
     paths: Paths
@@ -267,12 +268,22 @@ class EvalConfig:
 
 
 @dataclass(kw_only=True)
+class VOCSubmission:
+    year: int = spec(choices=(2012, 2011))
+    comp: str = spec(choices=("comp6", "comp5"))
+    split: str = spec(pattern=r"[\w.-]+|a list name such as test (no / or spaces)")
+    root: Path | None = spec(nonempty=True)
+
+
+@dataclass(kw_only=True)
 class PredictConfig:
     task_name: str = spec(pattern=r"(?!\.\.?$)[^/\x00]+|a name without / (it names a folder)")
     ckpt_path: Path | None = spec(nonempty=True)  # or model_zoo
     model_zoo: str | None = spec(nonempty=True)  # a zoo entry (fcn_lightning/interop/zoo.yaml)
     zoo_mirrors: list[str] = spec()
-    inputs: Path = spec(nonempty=True)  # an image, a folder or a list file
+    inputs: Path | None = spec(nonempty=True)  # an image, a folder or a list file
+    format: str = spec(choices=("images", "voc"))
+    voc: VOCSubmission
     out_dir: Path = spec(nonempty=True)
     device: str = spec(pattern=r"auto|cpu|cuda(:\d+)?|auto, cpu, cuda or cuda:<index>")
     alpha: float = spec(ge=0, le=1)

@@ -1,0 +1,103 @@
+"""The worst images of an eval run as one picture:
+``python -m fcn_lightning.report <eval run dir> --worst K`` writes ``worst.png``.
+
+One row per image, worst first (eval's worst.csv order): a caption strip (rank, id, mean
+IU, pixel accuracy), then image | truth | prediction side by side, the label maps in the
+VOC palette (`fcn_lightning.visualize`), the panels at their pixels' true size with
+`GAP` white pixels between them, so the picture holds exactly what was scored.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from fcn_lightning.data.readers import read_image, read_label
+from fcn_lightning.errors import FCNError
+from fcn_lightning.visualize import colorize
+
+GAP = 4
+CAPTION = 14  # pixels of the caption strip above each row
+
+
+class WorstError(FCNError):
+    """An eval run dir without (readable) worst-image records."""
+
+
+def read_worst(run_dir: Path) -> list[dict[str, str]]:
+    table = run_dir / "worst.csv"
+    if not table.is_file():
+        raise WorstError(
+            f"{table}: not found; run python -m fcn_lightning.eval with worst_k=<K> "
+            "(default 8) and give its run directory"
+        )
+    with table.open(newline="") as file:
+        rows = list(csv.DictReader(file))
+    if not rows:
+        raise WorstError(f"{table}: lists no images; rerun eval with worst_k=<K> above 0")
+    return rows
+
+
+def _pct(text: str) -> str:
+    value = float(text)
+    return "n/a" if value != value else f"{100 * value:.1f}%"
+
+
+def worst_rows(run_dir: Path, count: int) -> list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]:
+    """(caption, image, truth, prediction) for the `count` worst images."""
+    rows = []
+    for row in read_worst(run_dir)[:count]:
+        pred_path = run_dir / row["prediction"]
+        if not pred_path.is_file():
+            raise WorstError(f"{pred_path}: missing (worst.csv names it); rerun eval")
+        image = read_image(Path(row["image"])).permute(1, 2, 0).numpy()
+        truth = read_label(Path(row["label"])).numpy()
+        with Image.open(pred_path) as im:
+            pred = np.asarray(im)
+        if not (image.shape[:2] == truth.shape == pred.shape):
+            raise WorstError(
+                f"{pred_path}: {pred.shape} does not match {row['image']} {image.shape[:2]}; "
+                "the dataset changed since eval: rerun eval"
+            )
+        caption = (f"{row['rank']}. {row['id']}  mean IU {_pct(row['mean_iu'])}  "
+                   f"pixel acc {_pct(row['pixel_acc'])}")  # fmt: skip
+        rows.append((caption, image, truth, pred))
+    return rows
+
+
+def worst_picture(rows: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]) -> Image.Image:
+    """The rows stacked; as wide as the widest row of panels or caption."""
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    panels = max(3 * image.shape[1] + 2 * GAP for _, image, _, _ in rows)
+    text = max(int(measure.textlength(caption)) + 2 for caption, *_ in rows)
+    height = sum(CAPTION + image.shape[0] for _, image, _, _ in rows) + GAP * (len(rows) - 1)
+    canvas = np.full((height, max(panels, text), 3), 255, dtype=np.uint8)
+    y, captions = 0, []
+    for caption, image, truth, pred in rows:
+        captions.append((y, caption))
+        y += CAPTION
+        h, w = image.shape[:2]
+        for i, panel in enumerate((image, colorize(truth), colorize(pred))):
+            canvas[y : y + h, i * (w + GAP) : i * (w + GAP) + w] = panel
+        y += h + GAP
+    picture = Image.fromarray(canvas)
+    draw = ImageDraw.Draw(picture)
+    for top, caption in captions:
+        draw.text((1, top + 1), caption, fill=(0, 0, 0))
+    return picture
+
+
+def write_worst_picture(run_dir: Path, count: int, out: Path | None = None) -> Path:
+    if not run_dir.is_dir():
+        raise WorstError(f"{run_dir}: no such directory; give an eval run directory")
+    rows = worst_rows(run_dir, count)
+    path = (out or run_dir) / "worst.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    worst_picture(rows).save(path)
+    kept = len(read_worst(run_dir))
+    note = f" (eval kept {kept}; rerun it with worst_k={count} for more)" if kept < count else ""
+    print(f"wrote {path}: the {len(rows)} worst images, image | truth | prediction{note}")
+    return path
