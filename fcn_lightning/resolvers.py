@@ -22,6 +22,7 @@ def register_resolvers() -> None:
     OmegaConf.register_new_resolver("backbone_default", _backbone_default)
     OmegaConf.register_new_resolver("recipe_entry", recipe_entry)
     OmegaConf.register_new_resolver("stages_before", stages_before)
+    OmegaConf.register_new_resolver("class_count", _class_count)
 
 
 # The staged chain of the paper: each net starts from the one before it.
@@ -50,6 +51,13 @@ def _backbone_default(backbone: str, key: str) -> str:
     from fcn_lightning.models.build import backbone_default
 
     return backbone_default(backbone, key)
+
+
+def _class_count(classes) -> int:
+    """data.num_classes of data=folder: the lines of its classes.txt."""
+    from fcn_lightning.data.folder import class_count
+
+    return class_count(classes)
 
 
 def _gpu_count() -> int:

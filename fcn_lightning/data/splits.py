@@ -91,8 +91,9 @@ def _repeats(repeated: dict[str, list[int]]) -> str:
 def load_class_names(classes: str) -> list[str]:
     """Class names from a shipped list (`pascal`, `synthetic`) or a text file's path.
 
-    A file holds one name per line; a blank line ends the list (the reference's PASCAL
-    list has a note after it).
+    A shipped list holds one name per line; a blank line ends it (the reference's PASCAL
+    list has a note after it). A user's file is read by `folder.read_class_list`: one
+    class a line, optionally with its colour, blank lines skipped.
     """
     if classes == "synthetic":
         from fcn_lightning.data.synthetic import SYNTHETIC_CLASSES
@@ -103,8 +104,13 @@ def load_class_names(classes: str) -> list[str]:
     if not path.is_file():
         raise ConfigError(
             f"data.classes={classes!r}: no such class list ({path}); use 'pascal', "
-            "'synthetic' or the path of a text file with one class name per line"
+            "'synthetic' or the path of a text file with one class name per line (with "
+            "data=folder: ROOT/classes.txt, see docs/own_dataset.md)"
         )
+    if not shipped.is_file():  # a user's list: names, optionally colours
+        from fcn_lightning.data.folder import read_class_list
+
+        return read_class_list(path).names
     names = []
     for line in path.read_text().splitlines():
         if not line.strip():
