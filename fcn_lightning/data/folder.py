@@ -285,4 +285,3 @@ def file_palette(classes: str, names: Sequence[str]) -> list[list[int]] | None:
     if classes == "synthetic" or resource_path(classes, CLASSES_FILE).is_file():
         return None  # a shipped list: predict's VOC colours, as before
     return class_palette(names, read_class_list(Path(classes).expanduser()).colours)
-
