@@ -26,13 +26,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from omegaconf.errors import InterpolationResolutionError
+
 from fcn_lightning.data.splits import Sample, read_id_list
 from fcn_lightning.errors import ConfigError, DataError, FCNError
 
 LAYOUTS = ("auto", "folders", "voc")
 CLASSES_FILE = "classes.txt"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
-PLACEHOLDER_CLASSES = 2  # `class_count` of a list it cannot read: the read itself says why
 GRAMMAR = "a class name, optionally followed by its colour as R G B (0-255) or #RRGGBB"
 _HEX = re.compile(r"#[0-9a-fA-F]{6}")
 
@@ -81,7 +82,7 @@ def read_class_list(path: Path) -> ClassList:
         line = list(first.values())[index]
         raise DataError(
             f"{path}:{line}: class {names[index]!r} has {'a' if given[index] else 'no'} "
-            f"colour but {names[0]!r} on line {list(first.values())[0]} has "
+            f"colour but {names[0]!r} on line {next(iter(first.values()))} has "
             f"{'one' if given[0] else 'none'}: give every class a colour, or none"
         )
     return ClassList(names, [c for c in colours if c is not None] if all(given) else None)
@@ -115,13 +116,19 @@ def _parse_line(line: str, where: str) -> tuple[str, tuple[int, int, int] | None
     return name, colour  # type: ignore[return-value]
 
 
+class UnreadableClassList(DataError, InterpolationResolutionError):
+    """A class list `${class_count:}` cannot count. OmegaConf passes its own error type on
+    as it is, so the config check shows this line, not a wrapped traceback summary."""
+
+
 def class_count(classes: Any) -> int:
-    """How many classes the list at path `classes` names (the `${class_count:}` resolver);
-    PLACEHOLDER_CLASSES when it cannot be read, as reading it later says why in one line."""
+    """How many classes `data.classes` names (the `${class_count:}` resolver of data=folder)."""
+    from fcn_lightning.data.splits import load_class_names
+
     try:
-        return len(read_class_list(Path(str(classes)).expanduser()).names)
-    except (FCNError, ValueError, TypeError):
-        return PLACEHOLDER_CLASSES
+        return len(load_class_names(str(classes)))
+    except FCNError as err:
+        raise UnreadableClassList(str(err)) from None
 
 
 def class_palette(names: Sequence[str], colours: Sequence[Sequence[int]] | None) -> list[list[int]]:
@@ -185,7 +192,7 @@ def _files(folder: Path, suffixes: tuple[str, ...], what: str, split: str) -> di
     stray = [p for p in entries if p.is_dir() or p.suffix.lower() not in suffixes]
     if stray:
         raise DataError(
-            f"{stray[0]}: not a {what} ({'/'.join(suffixes)}); {len(stray)} such entr"
+            f"{stray[0]}: not {what} ({'/'.join(suffixes)}); {len(stray)} such entr"
             f"{'y' if len(stray) == 1 else 'ies'} in {folder}: move them out"
         )
     for path in entries:
@@ -208,8 +215,8 @@ def _unpaired(have: dict[str, Path], lack: dict[str, Path], what: str, where: Pa
 
 def _folders_split(root: Path, split: str) -> list[Sample]:
     image_dir, mask_dir = root / "images" / split, root / "masks" / split
-    images = _files(image_dir, IMAGE_SUFFIXES, "image", split)
-    masks = _files(mask_dir, (".png",), "mask PNG", split)
+    images = _files(image_dir, IMAGE_SUFFIXES, "an image", split)
+    masks = _files(mask_dir, (".png",), "a mask PNG", split)
     _unpaired(images, masks, "mask", mask_dir)
     _unpaired(masks, images, "image", image_dir)
     return [Sample(stem, images[stem], masks[stem]) for stem in sorted(images)]
@@ -251,6 +258,9 @@ def folder_problems(data: Mapping[str, Any], stages: Sequence[str]) -> list[FCNE
     from fcn_lightning.data.folder_scan import scan_pairs
 
     root, layout = Path(str(data["root"])).expanduser(), str(data.get("layout", "auto"))
+    classes = Path(str(data["classes"])).expanduser()
+    if not classes.is_file():
+        return []  # said by the class list's own check (`load_class_names`), naming it
     splits = dict.fromkeys(data.get(f"{s}_split") or data.get("val_split") for s in stages)
     problems: list[FCNError] = []
     samples: dict[str, list[Sample]] = {}
@@ -262,11 +272,11 @@ def folder_problems(data: Mapping[str, Any], stages: Sequence[str]) -> list[FCNE
             if "data.root" in str(err):  # no layout: every split would say the same
                 return problems
     try:
-        num_classes = len(read_class_list(Path(str(data["classes"])).expanduser()).names)
+        num_classes = len(read_class_list(classes).names)
     except FCNError:
         return problems  # the class list's own check says why (`load_class_names`)
     if not problems:
-        problems += scan_pairs(samples, num_classes, Path(str(data["classes"])))
+        problems += scan_pairs(samples, num_classes, classes)
     return problems
 
 

@@ -102,10 +102,16 @@ def load_class_names(classes: str) -> list[str]:
     shipped = resource_path(classes, "classes.txt")
     path = shipped if shipped.is_file() else Path(classes).expanduser()
     if not path.is_file():
+        if not path.parent.is_dir():
+            raise ConfigError(
+                f"data.classes={classes!r}: no such class list: the folder {path.parent} "
+                "does not exist (with data=folder, set data.root to your dataset's folder; "
+                "see docs/own_dataset.md)"
+            )
         raise ConfigError(
             f"data.classes={classes!r}: no such class list ({path}); use 'pascal', "
-            "'synthetic' or the path of a text file with one class name per line (with "
-            "data=folder: ROOT/classes.txt, see docs/own_dataset.md)"
+            "'synthetic' or the path of a text file with one class name per line (data=folder "
+            "reads classes.txt in data.root: see docs/own_dataset.md)"
         )
     if not shipped.is_file():  # a user's list: names, optionally colours
         from fcn_lightning.data.folder import read_class_list

@@ -176,6 +176,29 @@ def test_no_colours_gives_the_voc_map_and_layout_is_detected(tmp_path):
         datamodule(tmp_path / "a", layout="folders").samples("val")
 
 
+def test_verify_data_counts_splits_and_pixels_per_class_by_name(tmp_path, capsys):
+    from fcn_lightning.verify_data import verify_data
+    from tests.data_fakes import compose_config
+
+    written = make_tree(tmp_path, counts=(5, 3))
+    result = verify_data(
+        compose_config(["data=folder", f"data.root={tmp_path}", "num_workers=0"])
+    )
+    assert result.ok, result.problems
+    for report in result.splits:
+        masks = written[report.name].values()
+        assert (report.count, report.readable) == (len(masks), len(masks))
+        expected = sum(np.bincount(m.ravel(), minlength=256) for m in masks)
+        assert np.array_equal(report.histogram, expected)
+    out = capsys.readouterr().out
+    assert all(name in out for name in CLASSES)
+    value_beyond(tmp_path)
+    result = verify_data(
+        compose_config(["data=folder", f"data.root={tmp_path}", "num_workers=0"])
+    )
+    assert len(result.problems) == 1 and "label values [7]" in result.problems[0]
+
+
 # -- through train: one line, exit 2, nothing written ------------------------------------
 
 TINY = [
@@ -227,8 +250,43 @@ def neither(root: Path) -> Path:
     return root
 
 
+def stray_file(root: Path) -> Path:
+    path = root / "images" / "train" / "notes.txt"
+    path.write_text("taken in May")
+    return path
+
+
+def same_name(root: Path) -> Path:
+    path = first(root, "train", "images")
+    shutil.copy(path, path.with_suffix(".jpeg" if path.suffix != ".jpeg" else ".png"))
+    return path
+
+
+def voc_unlisted_mask(root: Path) -> Path:
+    path = root / "SegmentationClass" / "val01.png"
+    path.unlink()
+    return path
+
+
+def voc_no_list(root: Path) -> Path:
+    path = root / "ImageSets" / "Segmentation" / "val.txt"
+    path.unlink()
+    return path
+
+
+def both_layouts(root: Path) -> Path:
+    for folder in ("JPEGImages", "SegmentationClass"):
+        (root / folder).mkdir()
+    return root
+
+
 CASES = {
     "value beyond the classes": (value_beyond, "{path}: value 7 beyond the 3 classes"),
+    "stray file": (stray_file, "{path}: not an image (.jpg/.jpeg/.png)"),
+    "two images one name": (same_name, "share the name"),
+    "both layouts": (both_layouts, "data.root={path} holds both layouts"),
+    "voc: listed ID without mask": (voc_unlisted_mask, "{path}: missing mask of an ID"),
+    "voc: no list for the split": (voc_no_list, "{path} is missing: split val needs it"),
     "sizes differ": (wrong_size, "{path} is 12x10 (WxH) but its image"),
     "image without mask": (lambda r: drop(r, "masks", "train"), "no mask for it"),
     "mask without image": (lambda r: drop(r, "images", "val"), "no image for it"),
@@ -242,7 +300,7 @@ CASES = {
 @pytest.mark.parametrize("case", list(CASES))
 def test_every_mismatch_is_one_line_exit_2_nothing_written(tmp_path, capsys, case):
     root = tmp_path / "data"
-    make_tree(root)
+    make_tree(root, "voc" if case.startswith("voc") else "folders")
     setup, expect = CASES[case]
     path = setup(root)
     if case == "image without mask":  # the image named is the one left alone
