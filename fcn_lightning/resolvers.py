@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 
 from omegaconf import MissingMandatoryValue, OmegaConf
@@ -61,7 +62,8 @@ def root_file(name: str, *, _parent_) -> str:
         root = _parent_.root
     except MissingMandatoryValue:
         return name
-    return name if root is None else f"{str(root).rstrip('/')}/{name}"
+    # Absolute: eval and predict read the checkpoint's copy from wherever they are run.
+    return name if root is None else os.path.join(os.path.abspath(os.path.expanduser(root)), name)
 
 
 def _class_count(classes) -> int:

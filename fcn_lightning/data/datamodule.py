@@ -116,7 +116,7 @@ class SegmentationDataModule(pl.LightningDataModule):
             "generate": bool(generate),
             "synthetic": None if synthetic is None else dict(synthetic),
             # A user's own dataset (fcn_lightning.data.folder): its splits are its folders.
-            "root": None if root is None else str(root),
+            "root": folder.absolute_root(root),
             "layout": layout,
         }
         self.save_hyperparameters(hparams)
@@ -144,7 +144,7 @@ class SegmentationDataModule(pl.LightningDataModule):
         if not h.data_dir.strip():  # Path("") is the current folder: never read or write it
             raise ConfigError(data_dir_problem(h.data_dir))
         if h.root is not None:
-            folder.check_config(h.root, h.layout)
+            folder.check_layout(h.layout)
         for key in ("train_split", "val_split", "test_split") if h.root is None else ():
             try:
                 split_sources(h[key])

@@ -20,6 +20,7 @@ own counts are its expected counts; every mismatch is found before training star
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -280,10 +281,17 @@ def folder_problems(data: Mapping[str, Any], stages: Sequence[str]) -> list[FCNE
     return problems
 
 
-def check_config(root: str, layout: str) -> None:
-    """The data module's construction check: no disk reads."""
+def absolute_root(root: Any) -> str | None:
+    """`data.root` as an absolute path (eval finds it from the checkpoint wherever it is
+    run); no disk read, so the data module's construction stays a configuration check."""
+    if root is None:
+        return None
     if not str(root).strip():
         raise ConfigError("data.root is empty: set it to the folder of your dataset")
+    return os.path.abspath(os.path.expanduser(str(root)))
+
+
+def check_layout(layout: str) -> None:
     if layout not in LAYOUTS:
         raise ConfigError(f"data.layout={layout!r}: choose one of {list(LAYOUTS)}")
 
