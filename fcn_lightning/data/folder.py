@@ -36,6 +36,7 @@ LAYOUTS = ("auto", "folders", "voc")
 CLASSES_FILE = "classes.txt"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 GRAMMAR = "a class name, optionally followed by its colour as R G B (0-255) or #RRGGBB"
+NO_FOLDER_COUNT = 2  # `class_count` without a dataset folder: the schema's smallest count
 _HEX = re.compile(r"#[0-9a-fA-F]{6}")
 
 
@@ -123,9 +124,19 @@ class UnreadableClassList(DataError, InterpolationResolutionError):
 
 
 def class_count(classes: Any) -> int:
-    """How many classes `data.classes` names (the `${class_count:}` resolver of data=folder)."""
+    """How many classes `data.classes` names (the `${class_count:}` resolver of data=folder).
+
+    A list in a folder that exists but cannot be counted fails the config check with its
+    own line. Where the folder itself is missing (data.root unset or mistyped) there is
+    nothing to count, and the config holds no count to check yet: this returns
+    NO_FOLDER_COUNT, and the first step that reads data (train's prerequisites, setup,
+    verify_data) refuses the folder in one line naming it.
+    """
     from fcn_lightning.data.splits import load_class_names
 
+    path = Path(str(classes)).expanduser()
+    if not path.parent.is_dir():
+        return NO_FOLDER_COUNT
     try:
         return len(load_class_names(str(classes)))
     except FCNError as err:
