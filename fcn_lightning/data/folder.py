@@ -274,15 +274,17 @@ def folder_problems(data: Mapping[str, Any], stages: Sequence[str]) -> list[FCNE
     if not classes.is_file():
         return []  # said by the class list's own check (`load_class_names`), naming it
     splits = dict.fromkeys(data.get(f"{s}_split") or data.get("val_split") for s in stages)
+    try:
+        kind = detect_layout(root, layout)
+    except FCNError as err:  # said once, not once per split
+        return [err]
     problems: list[FCNError] = []
     samples: dict[str, list[Sample]] = {}
     for split in splits:
         try:
-            samples[str(split)] = folder_split(root, str(split), layout)
+            samples[str(split)] = folder_split(root, str(split), kind)
         except FCNError as err:
             problems.append(err)
-            if "data.root" in str(err):  # no layout: every split would say the same
-                return problems
     try:
         num_classes = len(read_class_list(classes).names)
     except FCNError:

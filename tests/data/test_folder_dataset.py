@@ -18,7 +18,7 @@ from PIL import Image
 
 from fcn_lightning.data.datamodule import SegmentationDataModule
 from fcn_lightning.data.folder import read_class_list
-from fcn_lightning.errors import DataError
+from fcn_lightning.errors import ConfigError, DataError
 from fcn_lightning.run.boundary import user_errors
 from fcn_lightning.run.check_config import check_config
 from fcn_lightning.train import train
@@ -143,6 +143,22 @@ def _escape(text: str) -> str:
     return re.escape(text)
 
 
+def test_the_config_counts_classes_txt_and_keeps_absolute_paths(tmp_path, monkeypatch):
+    make_tree(tmp_path / "mine")
+    monkeypatch.chdir(tmp_path)
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("train", overrides=["data=folder", "data.root=mine"])
+        (tmp_path / "bad").mkdir()
+        (tmp_path / "bad" / "classes.txt").write_text("bg\nroad 1 2\n")
+        bad = compose("train", overrides=["data=folder", "data.root=bad"])
+    assert (cfg.data.num_classes, cfg.model.num_classes) == (3, 3)
+    assert cfg.data.classes == str(tmp_path / "mine" / "classes.txt")
+    dm = SegmentationDataModule(**{k: v for k, v in cfg.data.items() if k != "_target_"})
+    assert dm.hparams.root == str(tmp_path / "mine")
+    with pytest.raises(ConfigError, match=re.escape(f"{tmp_path / 'bad' / 'classes.txt'}:2: ")):
+        check_config(bad, "train")
+
+
 # -- the reader ----------------------------------------------------------------------------
 
 
@@ -181,9 +197,7 @@ def test_verify_data_counts_splits_and_pixels_per_class_by_name(tmp_path, capsys
     from tests.data_fakes import compose_config
 
     written = make_tree(tmp_path, counts=(5, 3))
-    result = verify_data(
-        compose_config(["data=folder", f"data.root={tmp_path}", "num_workers=0"])
-    )
+    result = verify_data(compose_config(["data=folder", f"data.root={tmp_path}", "num_workers=0"]))
     assert result.ok, result.problems
     for report in result.splits:
         masks = written[report.name].values()
@@ -193,9 +207,7 @@ def test_verify_data_counts_splits_and_pixels_per_class_by_name(tmp_path, capsys
     out = capsys.readouterr().out
     assert all(name in out for name in CLASSES)
     value_beyond(tmp_path)
-    result = verify_data(
-        compose_config(["data=folder", f"data.root={tmp_path}", "num_workers=0"])
-    )
+    result = verify_data(compose_config(["data=folder", f"data.root={tmp_path}", "num_workers=0"]))
     assert len(result.problems) == 1 and "label values [7]" in result.problems[0]
 
 
