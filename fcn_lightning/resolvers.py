@@ -68,7 +68,7 @@ def root_file(name: str, *, _parent_) -> str:
 
 def _class_count(classes) -> int:
     """data.num_classes of data=folder: the lines of its classes.txt."""
-    from fcn_lightning.data.folder import class_count
+    from fcn_lightning.data.class_list import class_count
 
     return class_count(classes)
 

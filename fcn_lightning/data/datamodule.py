@@ -18,7 +18,7 @@ import torch
 from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from fcn_lightning.data import folder
+from fcn_lightning.data import class_list, folder
 from fcn_lightning.data.collate import build_collate
 from fcn_lightning.data.readers import IGNORE_INDEX, SegmentationDataset
 from fcn_lightning.data.sampling import (
@@ -202,7 +202,7 @@ class SegmentationDataModule(pl.LightningDataModule):
     @property
     def palette(self) -> list[list[int]] | None:
         """One [R, G, B] per class from a class-list file (None: a shipped list's VOC map)."""
-        return folder.file_palette(self.hparams.classes, self.class_names)
+        return class_list.file_palette(self.hparams.classes, self.class_names)
 
     @property
     def data_dir(self) -> Path:

@@ -114,7 +114,7 @@ def load_class_names(classes: str) -> list[str]:
             "reads classes.txt in data.root: see docs/own_dataset.md)"
         )
     if not shipped.is_file():  # a user's list: names, optionally colours
-        from fcn_lightning.data.folder import read_class_list
+        from fcn_lightning.data.class_list import read_class_list
 
         return read_class_list(path).names
     names = []
