@@ -1,4 +1,4 @@
-"""A user's own dataset (`data=folder data.root=ROOT`): its class list, its layout, its splits.
+"""A user's own dataset (`data=folder data.root=ROOT`): its layout, its splits, its check.
 
 Two layouts, told apart by their folders (or named with `data.layout`):
 
@@ -16,9 +16,7 @@ own counts are its expected counts; every mismatch is found before training star
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 

@@ -16,8 +16,8 @@ from hydra import compose, initialize_config_dir
 from omegaconf import open_dict
 from PIL import Image
 
+from fcn_lightning.data.class_list import read_class_list
 from fcn_lightning.data.datamodule import SegmentationDataModule
-from fcn_lightning.data.folder import read_class_list
 from fcn_lightning.errors import ConfigError, DataError
 from fcn_lightning.run.boundary import user_errors
 from fcn_lightning.run.check_config import check_config
