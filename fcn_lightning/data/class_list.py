@@ -52,8 +52,8 @@ def read_class_list(path: Path) -> ClassList:
         name, colour = _parse_line(line, f"{path}:{number}")
         if name in first:
             raise DataError(
-                f"{path}:{number}: class {name!r} is already on line {first[name]}: each "
-                "class once (its line number counts from 0 as its mask value)"
+                f"{path}:{number}: class {name!r} is already on line {first[name]}: list each "
+                "class once (a class's mask value is its place in the list, from 0)"
             )
         first[name] = number
         names.append(name)
@@ -89,7 +89,7 @@ def _parse_line(line: str, where: str) -> tuple[str, tuple[int, int, int] | None
         colour = (int(value[1:3], 16), int(value[3:5], 16), int(value[5:7], 16))
     else:
         numbers = 0
-        while numbers < len(tokens) and tokens[-1 - numbers].isdigit():
+        while numbers < len(tokens) and _is_number(tokens[-1 - numbers]):
             numbers += 1
         if numbers == 0:
             name, colour = " ".join(tokens), None
@@ -103,6 +103,10 @@ def _parse_line(line: str, where: str) -> tuple[str, tuple[int, int, int] | None
     if name.startswith("#"):
         raise DataError(f"{where}: {line.strip()!r} has no class name: a line is {GRAMMAR}")
     return name, colour  # type: ignore[return-value]
+
+
+def _is_number(token: str) -> bool:
+    return token.isascii() and token.isdigit()  # not "²": int() refuses it
 
 
 class UnreadableClassList(DataError, InterpolationResolutionError):

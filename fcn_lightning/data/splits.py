@@ -92,7 +92,7 @@ def load_class_names(classes: str) -> list[str]:
     """Class names from a shipped list (`pascal`, `synthetic`) or a text file's path.
 
     A shipped list holds one name per line; a blank line ends it (the reference's PASCAL
-    list has a note after it). A user's file is read by `folder.read_class_list`: one
+    list has a note after it). A user's file is read by `class_list.read_class_list`: one
     class a line, optionally with its colour, blank lines skipped.
     """
     if classes == "synthetic":
