@@ -336,14 +336,25 @@ def test_every_mismatch_is_one_line_exit_2_nothing_written(tmp_path, capsys, cas
 
 
 def test_train_eval_predict_carry_the_datas_classes_and_colours(tmp_path):
-    root = tmp_path / "mydata"
+    root, broken = tmp_path / "mydata", tmp_path / "broken"
     make_tree(root, counts=(4, 2))
-    run = tmp_path / "run"
-    done = run_module(
-        "fcn_lightning.train", "data=folder", f"data.root={root}", "model=fcn8s", *TINY,
-        f"hydra.run.dir={run}", cwd=tmp_path,
-    )  # fmt: skip
+    make_tree(broken, counts=(4, 2))
+    stray = value_beyond(broken)
+    run, refused = tmp_path / "run", tmp_path / "refused"
+
+    def train_on(data: Path, run_dir: Path):
+        return run_module(
+            "fcn_lightning.train", "data=folder", f"data.root={data}", "model=fcn8s", *TINY,
+            f"hydra.run.dir={run_dir}", cwd=tmp_path,
+        )  # fmt: skip
+
+    with ThreadPoolExecutor(2) as pool:  # the refused start beside the real one, as a user
+        done, bad = pool.map(train_on, (root, broken), (run, refused))
     assert done.returncode == 0, done.stderr[-3000:]
+    errors = [line for line in bad.stderr.splitlines() if line.startswith("error:")]
+    assert bad.returncode == 2 and len(errors) == 1, bad.stderr[-3000:]
+    assert f"{stray}: value 7 beyond the 3 classes" in errors[0]
+    assert not refused.exists()  # Hydra's run dir of a refused start is removed
     ckpt = run / "checkpoints" / "last.ckpt"
     with ThreadPoolExecutor(2) as pool:  # two processes, each ~10 s of imports
         scored = pool.submit(
