@@ -64,7 +64,8 @@ def scan_pairs(
                 f"{sample.image} is {image_hw[1]}x{image_hw[0]}"
             )
     fixes = (
-        (unreadable, "unreadable file(s): replace them"),
+        (unreadable, "file(s) refused in all: `python -m fcn_lightning.verify_data "
+                     "data=folder data.root=...` lists each"),
         (beyond, "mask(s) with values beyond the class list: fix the masks or add the "
                  "classes to classes.txt"),
         (sizes, "mask(s) whose size differs from the image's: each mask is the size of "
