@@ -70,6 +70,7 @@ class FCNModule(pl.LightningModule):
         loss: dict[str, Any] | None = None,
         *,
         class_names: list[str] | None = None,
+        palette: list[list[int]] | None = None,  # [R, G, B] per class: predict's colours
         ignore_index: int = 255,
         normalization: str = "caffe",
         channels_last: bool = False,

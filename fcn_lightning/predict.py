@@ -204,6 +204,7 @@ def predict(cfg: DictConfig, typed: Collection[str] = ()) -> list[Path]:
         raise ConfigError(
             f"out_dir={out_dir}: cannot be created ({error.strerror}); choose a writable folder"
         ) from None
+    palette = module.hparams.get("palette")  # the data's colours; None: VOC's
     written: list[Path] = []
     for path, mask_path in track(list(zip(images, masks, strict=True)), description="predict",
                                  unit="img"):  # fmt: skip
@@ -222,10 +223,10 @@ def predict(cfg: DictConfig, typed: Collection[str] = ()) -> list[Path]:
             ) from None
         label = scores.argmax(1)[0].to(torch.uint8).cpu().numpy()
         mask_path.parent.mkdir(parents=True, exist_ok=True)
-        palette_image(label).save(mask_path)
+        palette_image(label, palette).save(mask_path)
         rgb = image.permute(1, 2, 0).numpy()
         overlay_path = mask_path.with_name(mask_path.stem + OVERLAY_SUFFIX)
-        Image.fromarray(overlay(rgb, label, cfg.alpha)).save(overlay_path)
+        Image.fromarray(overlay(rgb, label, cfg.alpha, palette)).save(overlay_path)
         written.append(mask_path)
     log.info("wrote %d masks and overlays to %s", len(written), out_dir)
     return written

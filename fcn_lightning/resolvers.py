@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 
-from omegaconf import OmegaConf
+from omegaconf import MissingMandatoryValue, OmegaConf
 
 from fcn_lightning.run import slurm  # noqa: F401  (registers ${slurm_tasks:} for the SLURM presets)
 
@@ -22,6 +23,8 @@ def register_resolvers() -> None:
     OmegaConf.register_new_resolver("backbone_default", _backbone_default)
     OmegaConf.register_new_resolver("recipe_entry", recipe_entry)
     OmegaConf.register_new_resolver("stages_before", stages_before)
+    OmegaConf.register_new_resolver("class_count", _class_count)
+    OmegaConf.register_new_resolver("root_file", root_file)
 
 
 # The staged chain of the paper: each net starts from the one before it.
@@ -50,6 +53,24 @@ def _backbone_default(backbone: str, key: str) -> str:
     from fcn_lightning.models.build import backbone_default
 
     return backbone_default(backbone, key)
+
+
+def root_file(name: str, *, _parent_) -> str:
+    """data=folder's ``<data.root>/<name>``; just ``name`` while data.root is unset, so the
+    config check says "data.root is required" once, not once per key built from it."""
+    try:
+        root = _parent_.root
+    except MissingMandatoryValue:
+        return name
+    # Absolute: eval and predict read the checkpoint's copy from wherever they are run.
+    return name if root is None else os.path.join(os.path.abspath(os.path.expanduser(root)), name)
+
+
+def _class_count(classes) -> int:
+    """data.num_classes of data=folder: the lines of its classes.txt."""
+    from fcn_lightning.data.class_list import class_count
+
+    return class_count(classes)
 
 
 def _gpu_count() -> int:

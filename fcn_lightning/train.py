@@ -76,6 +76,7 @@ def build_module(cfg: DictConfig, datamodule: SegmentationDataModule) -> FCNModu
         optim=resolved(cfg.optim),
         loss=loss,
         class_names=datamodule.class_names,
+        palette=datamodule.palette,
         ignore_index=datamodule.ignore_index,
         normalization=cfg.data.normalization,
         **{key: trainer.get(key, False) for key in MODULE_SWITCHES},

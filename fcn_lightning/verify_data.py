@@ -23,6 +23,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from torch.utils.data import DataLoader, Dataset
 
+from fcn_lightning import resolvers  # noqa: F401  (data=folder counts its classes with one)
 from fcn_lightning.data.datamodule import SegmentationDataModule, build_datamodule
 from fcn_lightning.data.readers import SampleError, pair_problems, read_image, read_label
 from fcn_lightning.data.sources import Roots, get_source, missing_message
@@ -106,6 +107,13 @@ def check_split(
     progress: Progress,
 ) -> list[str]:
     """Fill `report` for one split and return its problems."""
+    if dm.hparams.root is not None:  # a folder dataset: its own counts are the truth
+        try:
+            samples = dm.samples(report.name)
+        except DataError as err:
+            return [str(err)]
+        report.count = len(samples)
+        return _check_pairs(report, samples, dm, num_workers, progress)
     roots = Roots(dm.data_dir)
     report.expected = dm.expected_count(report.name)
     absent = [s for s in split_sources(report.name) if roots.find(s) is None]
@@ -130,6 +138,18 @@ def check_split(
     problems += [f"{path}: {what}" for path, what in missing]
     gone = {path for path, _ in missing}
     present = [s for s in samples if s.image not in gone and s.label not in gone]
+    return problems + _check_pairs(report, present, dm, num_workers, progress)
+
+
+def _check_pairs(
+    report: SplitReport,
+    present: list[Sample],
+    dm: SegmentationDataModule,
+    num_workers: int,
+    progress: Progress,
+) -> list[str]:
+    """Read every pair of `present` with its progress bar; count the readable ones."""
+    problems: list[str] = []
     loader = DataLoader(
         _PairCheck(present, dm.num_classes, dm.ignore_index),
         batch_size=None,

@@ -20,21 +20,32 @@ def voc_palette(num_colors: int = 256) -> np.ndarray:
     return palette
 
 
-def palette_image(label: np.ndarray) -> Image.Image:
+def full_palette(classes: list[list[int]] | None = None) -> np.ndarray:
+    """256 x 3: the classes' own colours (a checkpoint's ``palette``) over the VOC map,
+    which keeps void (255) and any index past them."""
+    palette = voc_palette()
+    if classes:
+        palette[: len(classes)] = np.asarray(classes, dtype=np.uint8).reshape(-1, 3)
+    return palette
+
+
+def palette_image(label: np.ndarray, palette: list[list[int]] | None = None) -> Image.Image:
     """A mode-"P" PNG-ready image whose pixel values are the class indices (VOC's format)."""
     image = Image.fromarray(label.astype(np.uint8), mode="P")
-    image.putpalette(voc_palette().flatten().tolist())
+    image.putpalette(full_palette(palette).flatten().tolist())
     return image
 
 
-def colorize(label: np.ndarray) -> np.ndarray:
+def colorize(label: np.ndarray, palette: list[list[int]] | None = None) -> np.ndarray:
     """``H x W`` class indices -> ``H x W x 3`` RGB."""
-    return voc_palette()[label.astype(np.uint8)]
+    return full_palette(palette)[label.astype(np.uint8)]
 
 
-def overlay(image: np.ndarray, label: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+def overlay(
+    image: np.ndarray, label: np.ndarray, alpha: float = 0.5, palette: list[list[int]] | None = None
+) -> np.ndarray:
     """Blend the coloured mask over an ``H x W x 3`` uint8 image; void pixels stay as they are."""
-    colored = colorize(label).astype(np.float32)
+    colored = colorize(label, palette).astype(np.float32)
     blended = (1 - alpha) * image.astype(np.float32) + alpha * colored
     blended[label == 255] = image[label == 255]
     return blended.round().clip(0, 255).astype(np.uint8)

@@ -18,6 +18,7 @@ import torch
 from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from fcn_lightning.data import class_list, folder
 from fcn_lightning.data.collate import build_collate
 from fcn_lightning.data.readers import IGNORE_INDEX, SegmentationDataset
 from fcn_lightning.data.sampling import (
@@ -81,6 +82,8 @@ class SegmentationDataModule(pl.LightningDataModule):
         download_mirrors: Sequence[str] = (),
         generate: bool = False,
         synthetic: Mapping[str, int] | None = None,
+        root: str | None = None,
+        layout: str = "auto",
     ):
         super().__init__()
         test_split = test_split or val_split
@@ -112,6 +115,9 @@ class SegmentationDataModule(pl.LightningDataModule):
             "download_mirrors": [str(m) for m in download_mirrors],
             "generate": bool(generate),
             "synthetic": None if synthetic is None else dict(synthetic),
+            # A user's own dataset (fcn_lightning.data.folder): its splits are its folders.
+            "root": folder.absolute_root(root),
+            "layout": layout,
         }
         self.save_hyperparameters(hparams)
         self._check_config()
@@ -137,7 +143,9 @@ class SegmentationDataModule(pl.LightningDataModule):
         h = self.hparams
         if not h.data_dir.strip():  # Path("") is the current folder: never read or write it
             raise ConfigError(data_dir_problem(h.data_dir))
-        for key in ("train_split", "val_split", "test_split"):
+        if h.root is not None:
+            folder.check_layout(h.layout)
+        for key in ("train_split", "val_split", "test_split") if h.root is None else ():
             try:
                 split_sources(h[key])
             except ConfigError as err:
@@ -192,6 +200,11 @@ class SegmentationDataModule(pl.LightningDataModule):
         return self._class_names
 
     @property
+    def palette(self) -> list[list[int]] | None:
+        """One [R, G, B] per class from a class-list file (None: a shipped list's VOC map)."""
+        return class_list.file_palette(self.hparams.classes, self.class_names)
+
+    @property
     def data_dir(self) -> Path:
         return Path(self.hparams.data_dir).expanduser()
 
@@ -222,6 +235,8 @@ class SegmentationDataModule(pl.LightningDataModule):
 
     def samples(self, split: str) -> list[Sample]:
         """The checked samples of split `split` (lists read, files present, count right)."""
+        if self.hparams.root is not None:  # the folder's own counts are the truth
+            return folder.folder_split(self.hparams.root, split, self.hparams.layout)
         samples = load_split(split, Roots(self.data_dir))
         check_split(split, samples, self.expected_count(split))
         return samples
@@ -330,6 +345,8 @@ def data_problems(
     The checks are the ones `setup` makes (dataset roots, split lists, counts, files),
     each problem with the message `setup` would raise, but all of them at once.
     """
+    if data.get("root") is not None:
+        return folder.folder_problems(data, stages), []
     data_dir = data.get("data_dir")
     unusable = data_dir_problem(data_dir)
     if unusable is not None:

@@ -91,8 +91,9 @@ def _repeats(repeated: dict[str, list[int]]) -> str:
 def load_class_names(classes: str) -> list[str]:
     """Class names from a shipped list (`pascal`, `synthetic`) or a text file's path.
 
-    A file holds one name per line; a blank line ends the list (the reference's PASCAL
-    list has a note after it).
+    A shipped list holds one name per line; a blank line ends it (the reference's PASCAL
+    list has a note after it). A user's file is read by `class_list.read_class_list`: one
+    class a line, optionally with its colour, blank lines skipped.
     """
     if classes == "synthetic":
         from fcn_lightning.data.synthetic import SYNTHETIC_CLASSES
@@ -101,10 +102,21 @@ def load_class_names(classes: str) -> list[str]:
     shipped = resource_path(classes, "classes.txt")
     path = shipped if shipped.is_file() else Path(classes).expanduser()
     if not path.is_file():
+        if not path.parent.is_dir():
+            raise ConfigError(
+                f"data.classes={classes!r}: no such class list: the folder {path.parent} "
+                "does not exist (with data=folder, set data.root to your dataset's folder; "
+                "see docs/own_dataset.md)"
+            )
         raise ConfigError(
             f"data.classes={classes!r}: no such class list ({path}); use 'pascal', "
-            "'synthetic' or the path of a text file with one class name per line"
+            "'synthetic' or the path of a text file with one class name per line (data=folder "
+            "reads classes.txt in data.root: see docs/own_dataset.md)"
         )
+    if not shipped.is_file():  # a user's list: names, optionally colours
+        from fcn_lightning.data.class_list import read_class_list
+
+        return read_class_list(path).names
     names = []
     for line in path.read_text().splitlines():
         if not line.strip():

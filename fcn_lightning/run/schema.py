@@ -104,6 +104,8 @@ class Data:
     download_mirrors: list[str] = spec()
     generate: bool
     synthetic: Synthetic | None = spec()
+    root: Path | None = optional(nonempty=True)  # data=folder: the dataset's folder
+    layout: str = optional(choices=("auto", "folders", "voc"))
 
 
 @dataclass(kw_only=True)
