@@ -15,6 +15,7 @@ from pytorch_lightning.utilities import rank_zero_only
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from fcn_lightning import resolvers  # noqa: F401  (registers ${uid:} and ${mul:} for Hydra)
+from fcn_lightning.data import folder
 from fcn_lightning.data.datamodule import SegmentationDataModule, build_datamodule
 from fcn_lightning.errors import ConfigError
 from fcn_lightning.interop.zoo import resolve_init_from
@@ -117,6 +118,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
 
 def _train(cfg: DictConfig, run: RunDir, held: RunLock) -> dict[str, float]:
+    folder.check_root(cfg.data)  # before a resume compares its placeholder class count
     start = plan_start(cfg, run)
     if start.finished:
         return finished_run(run, start)

@@ -147,6 +147,17 @@ def absolute_root(root: Any) -> str | None:
     return os.path.abspath(os.path.expanduser(str(root)))
 
 
+def check_root(data: Mapping[str, Any]) -> None:
+    """A data=folder root that is not there, refused before anything else compares the
+    config with a run's (its class count is only a placeholder without the folder)."""
+    root = data.get("root")
+    if root is not None and str(root).strip() and not Path(str(root)).expanduser().is_dir():
+        raise DataError(
+            f"data.root={root}: no such folder; point it at your dataset (ROOT/images/<split>, "
+            "ROOT/masks/<split> and ROOT/classes.txt, or a VOC-style tree; docs/own_dataset.md)"
+        )
+
+
 def check_layout(layout: str) -> None:
     if layout not in LAYOUTS:
         raise ConfigError(f"data.layout={layout!r}: choose one of {list(LAYOUTS)}")

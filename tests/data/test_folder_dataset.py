@@ -380,3 +380,21 @@ def test_train_eval_predict_carry_the_datas_classes_and_colours(tmp_path):
         palette = np.array(im.getpalette()).reshape(-1, 3)
     assert palette[: len(COLOURS)].tolist() == [list(c) for c in COLOURS]
     assert palette[255].tolist() == voc_palette()[255].tolist()  # void keeps VOC's colour
+
+
+def test_a_resume_whose_folder_is_gone_names_data_root(tmp_path):
+    """The resume check compares the config with the run's checkpoint; without the folder
+    the config's class count is only a placeholder, so the folder is refused first."""
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "last.ckpt").write_bytes(b"a checkpoint of a 3-class run")
+    gone = tmp_path / "moved_away"
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("train", overrides=["data=folder", f"data.root={gone}",
+                                          "model.pretrained=false"])  # fmt: skip
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(run)
+    with pytest.raises(DataError) as caught:
+        train(cfg)
+    assert str(caught.value).startswith(f"data.root={gone}: no such folder; point it at")
+    assert (run / "checkpoints" / "last.ckpt").read_bytes() == b"a checkpoint of a 3-class run"
