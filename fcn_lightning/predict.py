@@ -185,8 +185,6 @@ def predict(cfg: DictConfig, typed: Collection[str] = ()) -> list[Path]:
         from fcn_lightning.voc_submission import predict_voc
 
         return [predict_voc(cfg, typed, device, out_dir)]
-    if cfg.inputs is None:
-        raise ConfigError("inputs is missing: set inputs=<an image, a folder or a list file>")
     images = list_inputs(cfg.inputs)
     names = output_names(images, cfg.inputs)
     masks = [out_dir / f"{name}.png" for name in names]

@@ -73,7 +73,10 @@ def _resolve(node: Any, prefix: str, problems: list[str]) -> Any:
             try:
                 value = _resolve(node[key], full, problems)
             except Exception as err:  # an interpolation or resolver that failed
-                problems.append(f"{full}: {_reason(err)}")
+                reason = _reason(err)
+                # A key interpolated from a broken one fails with its reason: said once.
+                if not any(p.endswith(f": {reason}") for p in problems):
+                    problems.append(f"{full}: {reason}")
                 value = BROKEN
         if isinstance(out, dict):
             out[name] = value
@@ -451,10 +454,16 @@ def _model_source(values: dict) -> str | None:
     return model_source_problem(values.get("ckpt_path"), values.get("model_zoo"))
 
 
+def _predict_inputs(values: dict) -> str | None:
+    if values.get("format", "images") == "images" and values.get("inputs") is None:
+        return "inputs is required: give inputs=<an image, a folder or a list file>"
+    return None
+
+
 TASK_RULES = {
     "train": (_train_steps, _data, _trainer, _gpu),
     "eval": (_model_source, _data, _trainer, _gpu),
-    "predict": (_model_source,),
+    "predict": (_model_source, _predict_inputs),
     "export": (_model_source,),
     "verify_data": (_data,),
 }

@@ -398,3 +398,17 @@ def test_a_resume_whose_folder_is_gone_names_data_root(tmp_path):
         train(cfg)
     assert str(caught.value).startswith(f"data.root={gone}: no such folder; point it at")
     assert (run / "checkpoints" / "last.ckpt").read_bytes() == b"a checkpoint of a 3-class run"
+
+
+def test_a_class_list_that_does_not_parse_is_one_config_problem(tmp_path):
+    """model.num_classes is interpolated from data.num_classes: one broken list, one line."""
+    (tmp_path / "classes.txt").write_text("bg\nroad 1 2\n")
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("train", overrides=["data=folder", f"data.root={tmp_path}"])
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(tmp_path / "run")
+    with pytest.raises(ConfigError) as caught:
+        check_config(cfg, "train")
+    message = str(caught.value)
+    assert not message.startswith("2 config problems"), message
+    assert message.startswith("data.num_classes: ") and ":2: 'road 1 2' does not parse" in message

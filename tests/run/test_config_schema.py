@@ -240,7 +240,7 @@ def test_every_problem_is_reported_at_once(hydra_compose):
 
 def test_a_missing_mandatory_value_says_how_to_give_it(hydra_compose):
     cfg = compose("predict", overrides=["ckpt_path=a.ckpt"], return_hydra_config=False)
-    with pytest.raises(ConfigError, match=r"inputs is required: give inputs=<a string>"):
+    with pytest.raises(ConfigError, match=r"inputs is required: give inputs=<an image, a folder"):
         check_config(cfg, "predict")
     cfg = compose("eval", overrides=[], return_hydra_config=False)  # no ckpt_path, no model_zoo
     with pytest.raises(ConfigError, match=r"ckpt_path is required: give ckpt_path=<file.ckpt>, or"):
