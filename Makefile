@@ -70,8 +70,10 @@ predict: $(STAMP) ## segment images: make predict ARGS="ckpt_path=... inputs=<im
 report: $(STAMP) ## paper-style tables and plots: make report ARGS="logs/train/multiruns/<sweep>"
 	$(PY) -m fcn_lightning.report $(ARGS)
 
+# --dist worksteal: a worker that runs out of tests takes pending ones from the other, so
+# a few long tests (DDP, sweeps) queued on one worker do not leave the other core idle.
 test: $(STAMP) ## run the whole test suite
-	$(PY) -m pytest -n 2 -q
+	$(PY) -m pytest -n 2 --dist worksteal -q
 
 lint: $(STAMP) ## ruff lint and format check
 	$(VENV)/bin/ruff check .

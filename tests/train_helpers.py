@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import os
 import subprocess
 import sys
@@ -81,6 +83,73 @@ def run_module(
         [sys.executable, "-m", module, *args],
         cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
     )  # fmt: skip
+
+
+# Where a run's Hydra mode (RUN or MULTIRUN) can come from other than the command line's
+# -m: a config that sets hydra.mode. Of the shipped ones only the hparams_search presets
+# do (tests/test_in_process_entry.py scans every config); a user's config folders
+# (hydra.searchpath, FCN_CONFIG_PATH) are not known here.
+MODE_SETTERS = ("hydra.mode", "hparams_search", "hydra.searchpath")
+
+
+def may_set_mode(args: list[str]) -> bool:
+    """Whether these command-line arguments could make Hydra's mode anything but RUN."""
+    if os.environ.get("FCN_CONFIG_PATH"):
+        return True
+    for arg in args:
+        if arg.startswith("-"):  # -m, --multirun, --config-name, ...: ask Hydra
+            return True
+        key = arg.split("=", 1)[0].lstrip("+~")
+        if key.startswith(MODE_SETTERS):
+            return True
+    return False
+
+
+@contextlib.contextmanager
+def one_compose(args: list[str]):
+    """Hydra's main composes the whole config twice: once only to read ``hydra.mode``
+    (``Hydra.get_mode``, which returns None on any error and has no other effect), then
+    for the run. Where no argument can set the mode, that first pass would return None
+    (the mode stays RUN), so it is skipped: the run's own composition, and every error
+    it raises, is unchanged. Half of each in-process entry point call is that pass."""
+    if may_set_mode(args):
+        yield
+        return
+    from hydra._internal.hydra import Hydra
+
+    real = Hydra.get_mode
+    Hydra.get_mode = lambda self, config_name, overrides: None
+    try:
+        yield
+    finally:
+        Hydra.get_mode = real
+
+
+def run_entry(entry: str, args: list[str], monkeypatch) -> int:
+    """``python -m fcn_lightning.<entry> args`` in this process: its exit status."""
+    main = importlib.import_module(f"fcn_lightning.{entry}").main
+    monkeypatch.setattr(sys, "argv", [entry, *args])
+    try:
+        with one_compose(args):
+            main()
+    except SystemExit as stop:
+        return stop.code if isinstance(stop.code, int) else 1
+    return 0
+
+
+def run_in_process(
+    module: str, *args: str, cwd: Path, monkeypatch, capfd
+) -> subprocess.CompletedProcess:
+    """`run_module` without a new interpreter (whose imports cost ~10 s of CPU): the same
+    ``main`` Hydra runs for ``python -m module args``, in `cwd`, with its output. For
+    tests of what a run does, not of the process (signals, exit by a signal, DDP ranks)."""
+    monkeypatch.chdir(cwd)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    capfd.readouterr()  # only this command's output
+    status = run_entry(module.removeprefix("fcn_lightning."), list(args), monkeypatch)
+    out, err = capfd.readouterr()
+    return subprocess.CompletedProcess([module, *args], status, out, err)
 
 
 class StopAfterValidation(pl.Callback):

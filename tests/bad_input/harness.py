@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import pickle
 import shutil
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +26,9 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.train_helpers import run_module, tiny_dataset, tiny_overrides
+from tests.train_helpers import run_entry, run_module, tiny_dataset, tiny_overrides
+
+# (run_entry lived here: test files still import it from this module.)
 
 
 @dataclass
@@ -238,19 +239,6 @@ def entry_args(case: Case, place: Place) -> list[str]:
         args.append(f"inputs={place.image()}")
     return [f"ckpt_path={ckpt}", f"out_dir={place.predictions}", "device=cpu",
             f"hydra.run.dir={place.predictions}", *args]  # fmt: skip
-
-
-def run_entry(entry: str, args: list[str], monkeypatch) -> int:
-    """``python -m fcn_lightning.<entry> args`` in this process: its exit status."""
-    import importlib
-
-    main = importlib.import_module(f"fcn_lightning.{entry}").main
-    monkeypatch.setattr(sys, "argv", [entry, *args])
-    try:
-        main()
-    except SystemExit as stop:
-        return stop.code if isinstance(stop.code, int) else 1
-    return 0
 
 
 def check_case(case: Case, earlier: Place, tmp_path: Path, monkeypatch, capfd) -> Place:

@@ -22,7 +22,7 @@ from fcn_lightning.report.results import read_run
 from fcn_lightning.run.checkpoint_io import atomic_torch_save, partial_path
 from fcn_lightning.train import train
 from tests.fault_helpers import processes_mentioning
-from tests.train_helpers import compose_train, run_module, tiny_overrides
+from tests.train_helpers import compose_train, run_in_process, run_module, tiny_overrides
 
 FAULTS = [  # with the multirun test (test_launchers.py) and the DDP eval and resume tests
     # (test_distributed_logging.py)
@@ -48,6 +48,12 @@ def train_cli(data_dir: Path, run: Path, *extra: str, cwd: Path, timeout: int = 
     )
 
 
+def train_here(data_dir: Path, run: Path, *extra: str, cwd: Path, monkeypatch, capfd):
+    """`train_cli` in this process, for the runs that resume after the killed one."""
+    return run_in_process("fcn_lightning.train", *tiny_overrides(data_dir, run), *extra,
+                          cwd=cwd, monkeypatch=monkeypatch, capfd=capfd)  # fmt: skip
+
+
 def digests(folder: Path) -> dict[str, str]:
     return {
         str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
@@ -60,7 +66,9 @@ SIGKILLED = -9
 
 
 @pytest.mark.slow
-def test_sigkill_mid_run_then_resume_ends_as_an_uninterrupted_run(data_dir, tmp_path):
+def test_sigkill_mid_run_then_resume_ends_as_an_uninterrupted_run(
+    data_dir, tmp_path, monkeypatch, capfd
+):
     whole, parts = tmp_path / "whole", tmp_path / "parts"
     train(compose_train(data_dir, whole, *RUN))
 
@@ -70,7 +78,8 @@ def test_sigkill_mid_run_then_resume_ends_as_an_uninterrupted_run(data_dir, tmp_
     # Killed halfway through step 5: the checkpoint of step 3 is what is left.
     assert torch.load(parts / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 3
 
-    resumed = train_cli(data_dir, parts, *RUN, "ckpt_path=last", cwd=tmp_path)
+    resumed = train_here(data_dir, parts, *RUN, "ckpt_path=last", cwd=tmp_path,
+                         monkeypatch=monkeypatch, capfd=capfd)  # fmt: skip
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     expected = torch.load(whole / "checkpoints" / "last.ckpt", weights_only=True)
     got = torch.load(parts / "checkpoints" / "last.ckpt", weights_only=True)
@@ -86,7 +95,9 @@ def test_sigkill_mid_run_then_resume_ends_as_an_uninterrupted_run(data_dir, tmp_
 
 
 @pytest.mark.slow
-def test_sigkill_during_a_checkpoint_write_keeps_the_previous_one(data_dir, tmp_path):
+def test_sigkill_during_a_checkpoint_write_keeps_the_previous_one(
+    data_dir, tmp_path, monkeypatch, capfd
+):
     run = tmp_path / "run"
     # The validation at step 6 writes last.ckpt; the process dies with 4 KiB of it on disk.
     kill = [
@@ -101,7 +112,8 @@ def test_sigkill_during_a_checkpoint_write_keeps_the_previous_one(data_dir, tmp_
     for ckpt in folder.glob("*.ckpt"):  # both files whole: the checkpoints of step 3
         assert torch.load(ckpt, weights_only=True)["global_step"] == 3, ckpt
 
-    resumed = train_cli(data_dir, run, *RUN, "ckpt_path=last", cwd=tmp_path)
+    resumed = train_here(data_dir, run, *RUN, "ckpt_path=last", cwd=tmp_path,
+                         monkeypatch=monkeypatch, capfd=capfd)  # fmt: skip
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert not part.exists()  # the leftover is removed, with a warning
     assert "left by a checkpoint write that was killed" in resumed.stdout + resumed.stderr

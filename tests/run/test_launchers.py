@@ -13,7 +13,7 @@ from hydra import compose, initialize_config_dir
 
 from fcn_lightning.errors import ConfigError
 from fcn_lightning.run.gpus import claimed_gpu
-from tests.train_helpers import CONF, run_module, sweep_overrides, tiny_dataset
+from tests.train_helpers import CONF, run_in_process, run_module, sweep_overrides, tiny_dataset
 
 
 def test_parallel_jobs_claim_different_gpus_and_wait_for_a_free_one(tmp_path, monkeypatch):
@@ -67,14 +67,14 @@ def test_local_gpus_preset_runs_one_process_per_gpu(monkeypatch):
 
 
 @pytest.mark.slow
-def test_optuna_lr_search_runs_trials_and_reports_the_best(tmp_path):
+def test_optuna_lr_search_runs_trials_and_reports_the_best(tmp_path, monkeypatch, capfd):
     keep = sweep_overrides(tiny_dataset(tmp_path / "data"), tmp_path)
     sweep = tmp_path / "sweep"
-    done = run_module(
+    done = run_in_process(  # the sweeper's plumbing; the process is the next test's
         "fcn_lightning.train", "hparams_search=lr_line_search", *keep,
         "hydra.sweeper.n_trials=3", "hydra.sweeper.sampler.n_startup_trials=3",
         "trainer.max_steps=1", "trainer.val_check_interval=1", f"hydra.sweep.dir={sweep}",
-        cwd=tmp_path,
+        cwd=tmp_path, monkeypatch=monkeypatch, capfd=capfd,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     jobs = sorted(p for p in sweep.iterdir() if p.is_dir())

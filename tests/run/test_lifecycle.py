@@ -20,7 +20,7 @@ from fcn_lightning.errors import ConfigError
 from fcn_lightning.report.results import read_run
 from fcn_lightning.run.rundir import RunDir
 from fcn_lightning.train import train
-from tests.train_helpers import ROOT, compose_train, run_module, tiny_overrides
+from tests.train_helpers import ROOT, compose_train, run_in_process, run_module, tiny_overrides
 
 # Deterministic CPU training: 7 steps, validation (and checkpoints) at steps 3 and 6.
 RUN = ["trainer.max_steps=7", "trainer.val_check_interval=3", "trainer.deterministic=true"]
@@ -31,6 +31,13 @@ SIGNALS = {"TERM": 143, "INT": 130, "USR1": 138, "USR2": 140}
 
 def train_cli(data_dir: Path, run: Path, *extra: str, cwd: Path):
     return run_module("fcn_lightning.train", *tiny_overrides(data_dir, run), *extra, cwd=cwd)
+
+
+def train_here(data_dir: Path, run: Path, *extra: str, cwd: Path, monkeypatch, capfd):
+    """`train_cli` in this process: the same command, for the runs that resume (what
+    the signal did to the process is the first, `train_cli`, part's)."""
+    return run_in_process("fcn_lightning.train", *tiny_overrides(data_dir, run), *extra,
+                          cwd=cwd, monkeypatch=monkeypatch, capfd=capfd)  # fmt: skip
 
 
 def digests(folder: Path) -> dict[str, str]:
@@ -66,7 +73,7 @@ def whole(data_dir, tmp_path_factory):
 @pytest.mark.slow
 @pytest.mark.parametrize(("name", "step"), list(zip(SIGNALS, STEPS, strict=True)))
 def test_a_signal_saves_the_step_reached_and_the_rerun_resumes_exactly(
-    name, step, whole, data_dir, tmp_path
+    name, step, whole, data_dir, tmp_path, monkeypatch, capfd
 ):
     run = tmp_path / "run"
     send = ["+callbacks.signal._target_=tests.fault_helpers.SignalAt",
@@ -81,7 +88,7 @@ def test_a_signal_saves_the_step_reached_and_the_rerun_resumes_exactly(
 
     # The same command, with the signal's callback gone (a requeue runs it unchanged; here
     # the callback would stop it again).
-    resumed = train_cli(data_dir, run, *RUN, cwd=tmp_path)
+    resumed = train_here(data_dir, run, *RUN, cwd=tmp_path, monkeypatch=monkeypatch, capfd=capfd)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"at step {step + 1}" in resumed.stdout + resumed.stderr
     assert_same_weights(last(run), last(whole))
@@ -246,7 +253,7 @@ def test_a_run_shorter_than_the_validation_interval_still_validates_at_its_end(d
 
 @pytest.mark.slow
 def test_a_staged_job_stopped_in_its_last_stage_resumes_there_and_trains_nothing_twice(
-    data_dir, tmp_path
+    data_dir, tmp_path, monkeypatch, capfd
 ):
     run = tmp_path / "run"
     staged = ["model=fcn8s", "recipe=staged", "trainer.max_steps=3", "trainer.val_check_interval=2"]
@@ -258,7 +265,7 @@ def test_a_staged_job_stopped_in_its_last_stage_resumes_there_and_trains_nothing
     stages = {p.name: digests(p) for p in (run / "stages").iterdir()}
     assert sorted(stages) == ["0_fcn32s", "1_fcn16s"]
 
-    resumed = train_cli(data_dir, run, *staged, cwd=tmp_path)
+    resumed = train_here(data_dir, run, *staged, cwd=tmp_path, monkeypatch=monkeypatch, capfd=capfd)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "at step 1" in resumed.stdout + resumed.stderr
     assert last(run)["global_step"] == 3
@@ -266,7 +273,7 @@ def test_a_staged_job_stopped_in_its_last_stage_resumes_there_and_trains_nothing
         assert digests(run / "stages" / name) == before, name
     # Once more, finished: nothing trained, nothing written.
     before = digests(run)
-    again = train_cli(data_dir, run, *staged, cwd=tmp_path)
+    again = train_here(data_dir, run, *staged, cwd=tmp_path, monkeypatch=monkeypatch, capfd=capfd)
     assert again.returncode == 0, again.stderr[-3000:]
     assert digests(run) == before
 

@@ -16,7 +16,7 @@ from PIL import Image
 from fcn_lightning.report.cli import main as report_main
 from fcn_lightning.report.results import PAPER_SKIPS
 from fcn_lightning.train import train
-from tests.train_helpers import ROOT, compose_train, run_module, sweep_overrides
+from tests.train_helpers import ROOT, compose_train, run_in_process, run_module, sweep_overrides
 
 # study -> the run names its sweep must produce (job dirs are <n>_<run_name>)
 STUDIES = {
@@ -43,17 +43,19 @@ def test_every_study_preset_is_tested():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("study", sorted(STUDIES))
-def test_study_runs_its_whole_sweep(study, data_dir, tmp_path):
+def test_study_runs_its_whole_sweep(study, data_dir, tmp_path, monkeypatch, capfd):
     # Command-line values win over a sweep's: leave out the tiny settings the study sweeps
     # (and the normalisation, which follows the swept weights).
     swept = set(OmegaConf.load(ROOT / "experiments" / f"{study}.yaml").hydra.sweeper.params)
     swept |= {"data.normalization"} if "model.weights" in swept else set()
     keep = sweep_overrides(data_dir, tmp_path, leave_out=swept)
     sweep = tmp_path / "sweep"
-    done = run_module(
+    # In this process (Hydra's basic launcher runs the jobs one after another in one
+    # process either way); the `python -m` multirun is test_launchers.py's.
+    done = run_in_process(
         "fcn_lightning.train", "-m", f"experiment={study}", *keep, "trainer.max_steps=1",
         "trainer.val_check_interval=1", "data.batch_size=1", f"hydra.sweep.dir={sweep}",
-        cwd=tmp_path,
+        cwd=tmp_path, monkeypatch=monkeypatch, capfd=capfd,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     jobs = sorted(
