@@ -85,7 +85,6 @@ class Case:
     setup: Callable[[Place], object] = lambda place: None
     fresh: bool = False  # train: a new run beside the earlier one (content errors)
     resume: bool = True  # train in the earlier run's directory with ckpt_path=last
-    hydra_error: bool = False  # refused by Hydra itself (unknown preset)
     skip: str | None = None
     # After setup, with the test's monkeypatch: environment or module state for the case.
     patch: Callable[[Place, pytest.MonkeyPatch], object] = lambda place, monkeypatch: None
@@ -242,8 +241,8 @@ def entry_args(case: Case, place: Place) -> list[str]:
 
 
 def check_case(case: Case, earlier: Place, tmp_path: Path, monkeypatch, capfd) -> Place:
-    """Run one case in a copy of the earlier outputs: its status (2, a user error; 1 where
-    Hydra itself refuses), its one message, and every earlier file byte for byte."""
+    """Run one case in a copy of the earlier outputs: its status (2, a user error), its
+    one message, and every earlier file byte for byte."""
     if case.skip:
         pytest.skip(case.skip)
     place = Place(tmp_path)
@@ -263,14 +262,11 @@ def check_case(case: Case, earlier: Place, tmp_path: Path, monkeypatch, capfd) -
     out, err = capfd.readouterr()
     assert "this ran" not in out  # no pickled call was made (RunsCode)
 
-    assert status == (1 if case.hydra_error else 2), err[-3000:]
-    if case.hydra_error:
-        message = err[err.index("Could not find") :]
-    else:
-        lines = [line for line in err.splitlines() if line.startswith("error: ")]
-        assert len(lines) == 1, err[-3000:]
-        message = lines[0]
-        assert "Traceback" not in err
+    assert status == 2, err[-3000:]
+    lines = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1, err[-3000:]
+    message = lines[0]
+    assert "Traceback" not in err
     names = {"root": place.root, "data": place.data, "voc": place.voc, "run": place.run,
              "new_run": place.new_run, "ckpt": place.ckpt}  # fmt: skip
     if "{image}" in "".join(case.expect) or "{label}" in "".join(case.expect):
