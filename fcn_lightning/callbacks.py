@@ -90,7 +90,7 @@ class SegmentationSamples(pl.Callback):
         if trainer.sanity_checking or not self.rows or not trainer.is_global_zero:
             return
         step = trainer.global_step
-        grid = sample_grid(self.rows)
+        grid = sample_grid(self.rows, palette=pl_module.hparams.get("palette"))
         if self.dirpath is not None:
             self.dirpath.mkdir(parents=True, exist_ok=True)
             Image.fromarray(grid).save(self.dirpath / f"val_step{step:06d}.png")

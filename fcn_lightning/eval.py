@@ -187,7 +187,7 @@ def evaluate(cfg: DictConfig, typed: Collection[str] = ()) -> dict[str, Any]:
     print(table)
     log.info("wrote %s and %s", run_dir / "metrics.json", run_dir / "metrics.md")
     extra = write_eval_outputs(run_dir, per_image, list(module.class_names),
-                               datamodule.val_dataset)  # fmt: skip
+                               datamodule.val_dataset, module.hparams.get("palette"))  # fmt: skip
     log.info("wrote %s in %s", ", ".join(extra), run_dir)
     return scores
 

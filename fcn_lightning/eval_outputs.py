@@ -137,9 +137,11 @@ def write_per_image(path: Path, rows: list[tuple[int, float, float, int]], ids: 
             writer.writerow([ids[index], _num(pixel_acc), _num(mean_iu), labelled])
 
 
-def write_worst(run_dir: Path, scores: PerImageScores, dataset: Any) -> None:
-    """worst/<id>.png (the prediction, cropped to the image) and worst.csv, worst first,
-    naming the image and label files the report reads beside it."""
+def write_worst(
+    run_dir: Path, scores: PerImageScores, dataset: Any, palette: list[list[int]] | None = None
+) -> None:
+    """worst/<id>.png (the prediction, cropped to the image, in the classes' colours) and
+    worst.csv, worst first, naming the image and label files the report reads beside it."""
     folder = run_dir / WORST_DIR
     folder.mkdir(exist_ok=True)
     with (run_dir / "worst.csv").open("w", newline="") as file:
@@ -150,13 +152,17 @@ def write_worst(run_dir: Path, scores: PerImageScores, dataset: Any) -> None:
             _, label = dataset.load(index)  # the pair as scored: upright, checked
             height, width = label.shape[-2:]
             name = f"{WORST_DIR}/{rank:02d}_{Path(sample.id).name}.png"
-            palette_image(pred[:height, :width]).save(run_dir / name)
+            palette_image(pred[:height, :width], palette).save(run_dir / name)
             writer.writerow([rank, sample.id, _num(mean_iu), _num(pixel_acc), name,
                              str(sample.image), str(sample.label)])  # fmt: skip
 
 
 def write_eval_outputs(
-    run_dir: Path, scores: PerImageScores, names: list[str], dataset: Any
+    run_dir: Path,
+    scores: PerImageScores,
+    names: list[str],
+    dataset: Any,
+    palette: list[list[int]] | None = None,
 ) -> list[str]:
     """Every file of this module's docstring; returns their names."""
     write_confusion_csv(run_dir / "confusion.csv", scores.confusion, names)
@@ -164,6 +170,6 @@ def write_eval_outputs(
     write_per_image(run_dir / "per_image.csv", scores.rows, scores.ids)
     written = ["confusion.csv", "confusion.png", "per_image.csv"]
     if scores.worst:
-        write_worst(run_dir, scores, dataset)
+        write_worst(run_dir, scores, dataset, palette)
         written += ["worst.csv", f"{WORST_DIR}/"]
     return written

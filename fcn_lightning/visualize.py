@@ -51,15 +51,20 @@ def overlay(
     return blended.round().clip(0, 255).astype(np.uint8)
 
 
-def sample_grid(rows: list[tuple[np.ndarray, np.ndarray, np.ndarray]], gap: int = 4) -> np.ndarray:
-    """One row per sample: image | ground truth | prediction, images of any sizes."""
+def sample_grid(
+    rows: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
+    gap: int = 4,
+    palette: list[list[int]] | None = None,
+) -> np.ndarray:
+    """One row per sample: image | ground truth | prediction, images of any sizes, in the
+    classes' own colours (a checkpoint's ``palette``; None: VOC's)."""
     height = sum(image.shape[0] for image, _, _ in rows) + gap * (len(rows) - 1)
     width = max(image.shape[1] for image, _, _ in rows) * 3 + gap * 2
     grid = np.full((max(height, 1), max(width, 1), 3), 255, dtype=np.uint8)
     y = 0
     for image, truth, pred in rows:
         h, w = image.shape[:2]
-        for i, panel in enumerate((image, colorize(truth), colorize(pred))):
+        for i, panel in enumerate((image, colorize(truth, palette), colorize(pred, palette))):
             x = i * (w + gap)
             grid[y : y + h, x : x + w] = panel
         y += h + gap

@@ -234,3 +234,28 @@ def test_ddp_writes_the_same_files_as_one_process(trained, single):
     for w in csv.DictReader((single / "worst.csv").open(newline="")):
         assert (out / w["prediction"]).read_bytes() == (single / w["prediction"]).read_bytes()
     assert not math.isnan(json.loads((out / "metrics.json").read_text())["mean_iu"])
+
+
+def test_the_worst_picture_and_sample_grid_draw_the_classes_own_colours(tmp_path):
+    """A folder dataset's colours (the checkpoint's palette) reach the pictures, not VOC's."""
+    from fcn_lightning.eval_outputs import WORST_DIR
+    from fcn_lightning.report.worst import worst_picture, worst_rows
+    from fcn_lightning.visualize import palette_image, sample_grid
+
+    colours = [[10, 20, 30], [200, 100, 50], [1, 2, 3]]
+    label = np.array([[0, 1], [1, 2]], dtype=np.uint8)
+    Image.fromarray(np.full((2, 2, 3), 128, dtype=np.uint8)).save(tmp_path / "a.png")
+    Image.fromarray(label).save(tmp_path / "a_label.png")
+    (tmp_path / WORST_DIR).mkdir()
+    palette_image(label[::-1], colours).save(tmp_path / WORST_DIR / "01_a.png")
+    with (tmp_path / "worst.csv").open("w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(["rank", "id", "mean_iu", "pixel_acc", "prediction", "image", "label"])
+        writer.writerow([1, "a", 0.5, 0.5, f"{WORST_DIR}/01_a.png", tmp_path / "a.png",
+                         tmp_path / "a_label.png"])  # fmt: skip
+    ((_, _, truth, pred),) = worst_rows(tmp_path, 1)
+    expected = np.asarray(colours, dtype=np.uint8)
+    assert (truth == expected[label]).all() and (pred == expected[label[::-1]]).all()
+    assert np.asarray(worst_picture(worst_rows(tmp_path, 1))).shape[-1] == 3
+    grid = sample_grid([(np.zeros((2, 2, 3), np.uint8), label, label)], gap=0, palette=colours)
+    assert (grid[:, 2:4] == expected[label]).all()

@@ -103,6 +103,8 @@ def run_result(
         for k, value in last.items()
         if k.startswith("val_iu/") and (v := _float(value)) is not None
     }
+    order = [c for c in _class_order(cfg) if c in per_class]  # the logs sort them by name
+    per_class = {**{c: per_class[c] for c in order}, **per_class}
     return RunResult(
         name=str(OmegaConf.select(cfg, "run_name") or default_name),
         path=path,
@@ -204,6 +206,18 @@ def plot_curves(runs: list[RunResult], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def _class_order(cfg: DictConfig) -> list[str]:
+    """The run's class names in class-index order, or [] where its list is not readable."""
+    from fcn_lightning.data.splits import load_class_names
+    from fcn_lightning.errors import FCNError
+
+    classes = OmegaConf.select(cfg, "data.classes")
+    try:
+        return list(load_class_names(str(classes))) if classes is not None else []
+    except (FCNError, OSError):
+        return []
 
 
 def plot_per_class(runs: list[RunResult], path: Path) -> None:

@@ -47,7 +47,8 @@ def _pct(text: str) -> str:
 
 
 def worst_rows(run_dir: Path, count: int) -> list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]:
-    """(caption, image, truth, prediction) for the `count` worst images."""
+    """(caption, image, truth, prediction) for the `count` worst images, truth and
+    prediction coloured with the palette eval gave the prediction PNG (the classes' own)."""
     rows = []
     for row in read_worst(run_dir)[:count]:
         pred_path = run_dir / row["prediction"]
@@ -57,6 +58,9 @@ def worst_rows(run_dir: Path, count: int) -> list[tuple[str, np.ndarray, np.ndar
         truth = read_label(Path(row["label"])).numpy()
         with Image.open(pred_path) as im:
             pred = np.asarray(im)
+            # eval wrote it in the classes' own colours: truth is drawn in the same
+            colours = im.getpalette()
+        palette = np.asarray(colours or [], dtype=np.uint8).reshape(-1, 3).tolist() or None
         if not (image.shape[:2] == truth.shape == pred.shape):
             raise WorstError(
                 f"{pred_path}: {pred.shape} does not match {row['image']} {image.shape[:2]}; "
@@ -64,7 +68,7 @@ def worst_rows(run_dir: Path, count: int) -> list[tuple[str, np.ndarray, np.ndar
             )
         caption = (f"{row['rank']}. {row['id']}  mean IU {_pct(row['mean_iu'])}  "
                    f"pixel acc {_pct(row['pixel_acc'])}")  # fmt: skip
-        rows.append((caption, image, truth, pred))
+        rows.append((caption, image, colorize(truth, palette), colorize(pred, palette)))
     return rows
 
 
@@ -80,7 +84,7 @@ def worst_picture(rows: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]) ->
         captions.append((y, caption))
         y += CAPTION
         h, w = image.shape[:2]
-        for i, panel in enumerate((image, colorize(truth), colorize(pred))):
+        for i, panel in enumerate((image, truth, pred)):  # truth, pred: coloured
             canvas[y : y + h, i * (w + GAP) : i * (w + GAP) + w] = panel
         y += h + GAP
     picture = Image.fromarray(canvas)
