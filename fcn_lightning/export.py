@@ -47,6 +47,7 @@ from fcn_lightning.run.check_config import check_config
 from fcn_lightning.run.config import resolved
 from fcn_lightning.run.console import log
 from fcn_lightning.run.overrides import fcn_main
+from fcn_lightning.visualize import full_palette
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
 # Sizes the exported model is checked at after writing (H, W): none is the traced size.
@@ -87,6 +88,8 @@ def export_metadata(module: Any, cfg: DictConfig, checkpoint: dict[str, Any]) ->
         },
         "output": {"name": "scores", "layout": "float32 B x C x H x W; argmax over C = class"},
         "class_names": list(module.class_names),
+        # [R, G, B] per class: the data's own colours (data=folder), else VOC's
+        "palette": full_palette(module.hparams.get("palette"))[: module.num_classes].tolist(),
         "num_classes": module.num_classes,
         "model": {k: model.get(k) for k in ("variant", "backbone", "geometry", "width")},
         "checkpoint": str(Path(cfg.ckpt_path).resolve()),

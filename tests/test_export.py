@@ -66,7 +66,8 @@ def test_onnx_scores_equal_pytorch_at_several_sizes(checkpoints, geometry, tmp_p
     assert json.loads(props["model"])["geometry"] == geometry
     sidecar = json.loads((tmp_path / "model.onnx.json").read_text())
     assert sidecar["normalization"]["mean"] == [0.485, 0.456, 0.406]
-    assert sidecar["num_classes"] == len(sidecar["class_names"])
+    assert sidecar["num_classes"] == len(sidecar["class_names"]) == len(sidecar["palette"])
+    assert sidecar["palette"][:3] == [[0, 0, 0], [128, 0, 0], [0, 128, 0]]  # VOC's colour map
 
 
 def test_torchscript_runs_at_sizes_other_than_the_traced_one(checkpoints, tmp_path):
