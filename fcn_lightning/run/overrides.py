@@ -91,8 +91,10 @@ def _parse(text: str) -> tuple[Any, str | None]:
 
 def _trials(parsed: list[Any]) -> Iterator[list[str]]:
     """The override lists to compose: every sweep at its first value, then each other
-    value of each sweep in turn (a sweep Hydra cannot list, e.g. Optuna's interval(),
-    is left to its sweeper)."""
+    value of each sweep of a config group in turn (a sweep Hydra cannot list, e.g.
+    Optuna's interval(), is left to its sweeper). A key's sweep (``seed=range(0,200)``)
+    is composed at its first value only: whether the key exists does not depend on the
+    value, and each composition costs about half a second before the run starts."""
     base: list[str] = []
     sweeps: list[tuple[int, list[str]]] = []
     for override in parsed:
@@ -106,12 +108,20 @@ def _trials(parsed: list[Any]) -> Iterator[list[str]]:
         if not values:
             continue
         key = f"{PREFIX[override.type.name]}{override.get_key_element()}="
-        sweeps.append((len(base), [key + value for value in values]))
         base.append(key + values[0])
+        if _is_group(override.get_key_element()):
+            sweeps.append((len(base) - 1, [key + value for value in values]))
     yield base
     for index, options in sweeps:
         for option in options[1:]:
             yield [*base[:index], option, *base[index + 1 :]]
+
+
+def _is_group(key: str) -> bool:
+    """Whether ``key`` names a config group (``model``, ``hydra/launcher``), whose every
+    value is a preset file to find, rather than a config key."""
+    group = key.split("@", 1)[0]
+    return "/" in group or (Path(CONF_DIR) / group).is_dir()
 
 
 def _composition_problem(overrides: list[str], config_name: str) -> str | None:

@@ -96,3 +96,18 @@ def test_the_real_entry_point_exits_2_in_one_line_and_writes_nothing(tmp_path):
         + ", ".join(presets("model"))
     ]
     assert list(tmp_path.iterdir()) == []  # no multirun folder, no log
+
+
+def test_a_long_sweep_of_a_value_is_composed_once_not_per_value(monkeypatch):
+    # A key's existence does not depend on its value: `-m seed=range(0,200)` took a
+    # composition (~0.5 s) per value before the run started. Presets are still each checked.
+    from fcn_lightning.run import overrides
+
+    composed = []
+    real = overrides._composition_problem
+    monkeypatch.setattr(
+        overrides, "_composition_problem", lambda o, c: composed.append(o) or real(o, c)
+    )
+    argv = ["-m", "seed=range(0,200)", "model=fcn8s,fcn16s,fcn4s"]
+    assert "model=fcn4s: no such model preset" in override_problem(argv, "train")
+    assert len(composed) <= 3
