@@ -488,3 +488,23 @@ def test_a_damaged_file_that_passes_the_known_checks_is_refused_with_advice(setu
     assert "does not convert" in message and f"delete {damaged}" in message
     assert not (setup.cache / "fake-fcn32s.ckpt").exists()
     assert not (setup.cache / "fake-fcn32s.ckpt.json").exists()
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["fake-fcn32s.ckpt", "fake-fcn32s.ckpt.json", ".fake-fcn32s.lock",
+     "fake-fcn32s.caffemodel", "fake-fcn32s.caffemodel.part"],
+)  # fmt: skip
+def test_a_folder_where_the_cache_keeps_a_file_is_named_and_kept(setup, name):
+    # Before: a traceback (lock, record, caffemodel) or advice to delete the intact
+    # caffemodel when the checkpoint's path was the folder.
+    folder = setup.cache / name
+    folder.mkdir(parents=True)
+    (folder / "mine.txt").write_text("kept")
+    with pytest.raises(WeightsError) as error:
+        zoo.checkpoint_for("fake-fcn32s", key="model_zoo")
+    message = str(error.value)
+    assert message.startswith("model_zoo=fake-fcn32s: ")
+    assert f"{folder} is a folder" in message and "\n" not in message
+    assert (folder / "mine.txt").read_text() == "kept"
+    assert setup.server.requests == []
