@@ -96,7 +96,19 @@ def read_ids(list_path: Path) -> list[str]:
         raise DataError(
             f"{list_path}: cannot be read ({error}); replace it from the archive"
         ) from None
-    ids = [line.split()[0] for line in text.splitlines() if line.strip()]
+    ids = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        image_id = line.split()[0]
+        # An id names <id>.jpg and the mask <id>.png: a folder in it would read and write
+        # outside JPEGImages and the submission's folder.
+        if "/" in image_id or "\\" in image_id or image_id.startswith("."):
+            raise DataError(
+                f"{list_path}: line {number} lists {image_id!r}, not an image id (a JPEG's "
+                "name in JPEGImages without .jpg or folders); replace it from the archive"
+            )
+        ids.append(image_id)
     if not ids:
         raise DataError(f"{list_path}: lists no images; replace it from the archive")
     seen: set[str] = set()

@@ -163,6 +163,12 @@ BAD = [
          "21", [], [f"JPEGImages/{IDS[2]}.jpg: not a readable image, with 1 of the 5"]),
         ("id twice", lambda t: (t / "ImageSets/Segmentation/test.txt").write_text(
             "\n".join(IDS + IDS[:1])), "21", [], [f"test.txt: lists {IDS[0]} twice"]),
+        # before: a traceback (a mask named <out>/../escape.png.tmp)
+        ("id with a folder", lambda t: (t / "ImageSets/Segmentation/test.txt").write_text(
+            "\n".join([*IDS, "../escape"])), "21", [],
+         ["test.txt: line 6 lists '../escape', not an image id"]),
+        ("id in a subfolder", lambda t: (t / "ImageSets/Segmentation/test.txt").write_text(
+            "sub/2008_000001\n"), "21", [], ["line 1 lists 'sub/2008_000001', not an image"]),
         ("no tree", lambda t: shutil.rmtree(t), "21", [], ["no such list", "voc.root"]),
         ("root elsewhere", lambda t: None, "21", ["voc.root=/nonexistent/VOC2012"],
          ["/nonexistent/VOC2012/ImageSets/Segmentation/test.txt: no such list (voc.root="]),
