@@ -155,6 +155,17 @@ def write_worst(run_dir: Path, scores: PerImageScores, dataset: Any) -> None:
                              str(sample.image), str(sample.label)])  # fmt: skip
 
 
+def _remove_earlier_worst(run_dir: Path) -> None:
+    """An earlier eval's worst.csv and masks in this run dir describe another scoring (of
+    which this one's metrics.json and per_image.csv took the place): report --worst must
+    not draw them. Only the files eval names itself are removed."""
+    (run_dir / "worst.csv").unlink(missing_ok=True)
+    folder = run_dir / WORST_DIR
+    if folder.is_dir():
+        for mask in folder.glob("[0-9][0-9]_*.png"):
+            mask.unlink()
+
+
 def write_eval_outputs(
     run_dir: Path, scores: PerImageScores, names: list[str], dataset: Any
 ) -> list[str]:
@@ -163,6 +174,7 @@ def write_eval_outputs(
     plot_confusion(run_dir / "confusion.png", scores.confusion, names)
     write_per_image(run_dir / "per_image.csv", scores.rows, scores.ids)
     written = ["confusion.csv", "confusion.png", "per_image.csv"]
+    _remove_earlier_worst(run_dir)
     if scores.worst:
         write_worst(run_dir, scores, dataset)
         written += ["worst.csv", f"{WORST_DIR}/"]

@@ -234,3 +234,42 @@ def test_ddp_writes_the_same_files_as_one_process(trained, single):
     for w in csv.DictReader((single / "worst.csv").open(newline="")):
         assert (out / w["prediction"]).read_bytes() == (single / w["prediction"]).read_bytes()
     assert not math.isnan(json.loads((out / "metrics.json").read_text())["mean_iu"])
+
+
+@pytest.mark.parametrize("cut", ["row", "header", "number"])
+def test_report_worst_on_a_truncated_worst_csv_is_one_line(single, tmp_path, capsys, cut):
+    # Before: a TypeError traceback (a row cut short has None for its last fields).
+    import shutil
+
+    copy = tmp_path / "cut"
+    shutil.copytree(single, copy)
+    text = (copy / "worst.csv").read_text()
+    header, first = text.splitlines()[:2]
+    cuts = {"row": header + "\n" + first[: first.index(",worst/")], "header": header[:20],
+            "number": header + "\n" + first.replace(first.split(",")[2], "0.4x", 1)}  # fmt: skip
+    (copy / "worst.csv").write_text(cuts[cut])
+    assert report_main([str(copy), "--worst", "2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {copy / 'worst.csv'}: "), err
+    assert "rerun eval" in err[0]
+    assert not (copy / "worst.png").exists()
+
+
+def test_eval_again_into_the_same_dir_with_worst_k_0_leaves_no_stale_worst(
+    trained, single, tmp_path
+):
+    # Before: worst.csv and worst/*.png of the earlier eval stayed beside the new
+    # per_image.csv, and report --worst drew the earlier run's worst images.
+    import shutil
+
+    data, ckpt, root = trained
+    again = tmp_path / "again"
+    shutil.copytree(single, again)
+    (again / "worst" / "notes.txt").write_text("mine")
+    done = run_module("fcn_lightning.eval", f"ckpt_path={ckpt}", f"data_dir={data}",
+                      "num_workers=0", f"hydra.run.dir={again}", "trainer=cpu", "worst_k=0",
+                      cwd=root, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert not (again / "worst.csv").exists()
+    assert sorted(p.name for p in (again / "worst").iterdir()) == ["notes.txt"]
+    assert report_main([str(again), "--worst", "2"]) == 2

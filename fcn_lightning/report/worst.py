@@ -21,6 +21,7 @@ from fcn_lightning.visualize import colorize
 
 GAP = 4
 CAPTION = 14  # pixels of the caption strip above each row
+COLUMNS = ("rank", "id", "mean_iu", "pixel_acc", "prediction", "image", "label")  # worst.csv
 
 
 class WorstError(FCNError):
@@ -38,7 +39,23 @@ def read_worst(run_dir: Path) -> list[dict[str, str]]:
         rows = list(csv.DictReader(file))
     if not rows:
         raise WorstError(f"{table}: lists no images; rerun eval with worst_k=<K> above 0")
+    for number, row in enumerate(rows, start=2):
+        problem = _row_problem(row)
+        if problem is not None:  # a file cut short (a killed eval, a full disk) or edited
+            raise WorstError(f"{table}: line {number} {problem}; rerun eval to write it again")
     return rows
+
+
+def _row_problem(row: dict[str, str | None]) -> str | None:
+    missing = [c for c in COLUMNS if not row.get(c)]
+    if missing:
+        return f"has no {', '.join(missing)} (cut short?)"
+    for column in ("mean_iu", "pixel_acc"):
+        try:
+            float(row[column])  # type: ignore[arg-type]
+        except ValueError:
+            return f"has {column} {row[column]!r}, not a number"
+    return None
 
 
 def _pct(text: str) -> str:
