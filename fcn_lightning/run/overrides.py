@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import shlex
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -165,7 +166,19 @@ def _bad_override(message: str, overrides: list[str], config_name: str) -> str:
     if key and text.startswith(("Could not override", "Could not delete")):
         rest = [o for o in overrides if o != given]
         nearest = _nearest_key(key, given, rest, config_name)
-        near = f" (nearest: {nearest})" if nearest else ""
+        sweeper = "hydra.sweeper.params."
+        if nearest == key and key.startswith(sweeper) and given and "=" in given:
+            # The sweeper's params are keyed by whole dotted names ("optim.lr"), which a
+            # dotted override path cannot reach; Optuna takes the same from the command line.
+            param, value = key[len(sweeper) :], given.split("=", 1)[1]
+            if len(value) > 1 and value[0] == value[-1] and value[0] in "'\"":
+                value = value[1:-1]  # quoted, it was a string; unquoted, it is the sweep
+            return (
+                f"{given}: the sweeper's params hold {param} as one key, which an override "
+                f"cannot reach; give the search space on the command line: "
+                f"{shlex.quote(f'{param}={value}')}"
+            )
+        near = f" (nearest: {nearest})" if nearest and nearest != key else ""
         if text.startswith("Could not delete"):
             return f"{given or '~' + key}: there is no key {key} to delete{near}"
         return (

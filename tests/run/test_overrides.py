@@ -45,12 +45,20 @@ def presets(group: str) -> list[str]:
                                        "override_grammar"]),
         ("predict", ["ckpt_path=x", "inputs=y", "inference.tta.hfip=true"],
          ["nearest: inference.tta.hflip"]),
+        # the preset's params hold "optim.lr" as one key: before, "no such key
+        # hydra.sweeper.params.optim.lr (nearest: hydra.sweeper.params.optim.lr)"
+        ("train", ["hparams_search=lr_line_search",
+                   "hydra.sweeper.params.optim.lr='tag(log, interval(1e-12, 1e-8))'"],
+         ["hydra.sweeper.params.optim.lr='tag(log, interval(1e-12, 1e-8))': ",
+          "on the command line: 'optim.lr=tag(log, interval(1e-12, 1e-8))'"]),
     ],
 )  # fmt: skip
 def test_a_refused_override_is_named_with_its_fix(config, argv, expected):
     problem = override_problem(argv, config)
     assert problem is not None
     assert "\n" not in problem
+    key = argv[-1].lstrip("+~").split("=")[0]
+    assert f"nearest: {key})" not in problem  # a key is never its own nearest
     for part in expected:
         assert part in problem, problem
 
@@ -67,6 +75,7 @@ def test_an_unknown_preset_lists_every_preset_of_its_group():
         ("train", ["-m", "model=fcn8s,fcn16s", "optim.lr=interval(1e-5,1e-3)"]),
         ("train", ["hydra.run.dir=/tmp/x", "paths.data_dir=${oc.env:HOME}/data"]),
         ("train", ["+model.extra=1"]),  # a new key on purpose: the schema check decides
+        ("train", ["hparams_search=lr_line_search", "optim.lr=tag(log,interval(1e-12,1e-8))"]),
         ("train", ["--help"]),
         ("train", ["--config-dir", "/nowhere", "model=anything"]),  # not modelled: Hydra's
         ("eval", ["ckpt_path=x", "data=paper", "split=seg11valid"]),
