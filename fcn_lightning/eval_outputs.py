@@ -115,8 +115,9 @@ def plot_confusion(path: Path, confusion: np.ndarray, names: list[str]) -> None:
     size = max(5.0, 0.35 * len(names) + 2)
     fig, ax = plt.subplots(figsize=(size + 1, size), dpi=100)
     shown = ax.imshow(normalised, cmap="Blues", vmin=0, vmax=1)
-    ax.set_xticks(range(len(names)), names, rotation=90)
-    ax.set_yticks(range(len(names)), names)
+    shown_names = [name.replace("$", r"\$") for name in names]  # text, not mathtext
+    ax.set_xticks(range(len(names)), shown_names, rotation=90)
+    ax.set_yticks(range(len(names)), shown_names)
     ax.set_xlabel("prediction")
     ax.set_ylabel("truth")
     fig.colorbar(shown, ax=ax, label="fraction of the truth class's pixels")

@@ -273,3 +273,20 @@ def test_eval_again_into_the_same_dir_with_worst_k_0_leaves_no_stale_worst(
     assert not (again / "worst.csv").exists()
     assert sorted(p.name for p in (again / "worst").iterdir()) == ["notes.txt"]
     assert report_main([str(again), "--worst", "2"]) == 2
+
+
+def test_class_names_with_commas_quotes_and_dollars_are_written_as_given(tmp_path):
+    # Before: a name with two "$" was read by matplotlib as math ("$\frac{$" raised
+    # after metrics.json was written; "$1-$5" lost its dollars in the picture).
+    from fcn_lightning.eval_outputs import plot_confusion, write_confusion_csv
+
+    names = ["back,ground", '"quoted"', "$\\frac{$", "$1-$5"]
+    confusion = np.arange(16, dtype=np.int64).reshape(4, 4)
+    write_confusion_csv(tmp_path / "confusion.csv", confusion, names)
+    plot_confusion(tmp_path / "confusion.png", confusion, names)
+    with (tmp_path / "confusion.csv").open(newline="") as file:
+        rows = list(csv.reader(file))
+    assert rows[0][1:] == names and [r[0] for r in rows[1:]] == names
+    assert [[int(v) for v in r[1:]] for r in rows[1:]] == confusion.tolist()
+    with Image.open(tmp_path / "confusion.png") as im:
+        assert im.format == "PNG"
