@@ -268,3 +268,28 @@ def test_sigint_mid_way_leaves_no_tarball_and_a_rerun_finishes(ckpts, tmp_path):
     for image_id in ids[:3] + ids[-2:]:
         jpeg = tree / "JPEGImages" / f"{image_id}.jpg"
         assert_is_argmax(masks[f"{MEMBER_DIR}/{image_id}.png"], ckpts["21"], jpeg)
+
+
+def test_a_zoo_model_of_other_classes_is_refused_before_its_download(tmp_path, monkeypatch, capfd):
+    # Before: model_zoo=pascalcontext-fcn8s format=voc downloaded and converted 537 MB,
+    # then said "ckpt_path=<the cache's file> predicts 60 classes" (a key not typed).
+    import yaml
+
+    data, out = tmp_path / "data", tmp_path / "out"
+    make_tree(data)
+    entry = {"what": "60 classes", "format": "caffemodel", "file": "ctx.caffemodel",
+             "url": "http://127.0.0.1:9/ctx.caffemodel",  # nothing listens: a fetch fails
+             "md5": None, "size": None, "min_size": 1000, "mirrors": [], "alternatives": [],
+             "loadable": True, "variant": "fcn8s", "num_classes": 60, "scores": {},
+             "scores_note": "none", "source": "this test"}  # fmt: skip
+    registry = tmp_path / "registry.yaml"
+    registry.write_text(yaml.safe_dump({"version": 1, "models": {"ctx-fcn8s": entry}}))
+    monkeypatch.setenv("FCN_ZOO_REGISTRY", str(registry))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    status = run_entry("predict", ["model_zoo=ctx-fcn8s", "format=voc", f"paths.data_dir={data}",
+                                   f"out_dir={out}", "device=cpu",
+                                   f"hydra.run.dir={tmp_path / 'hydra'}"], monkeypatch)  # fmt: skip
+    err = [line for line in capfd.readouterr().err.splitlines() if line.strip()]
+    assert status == 2 and len(err) == 1, err
+    assert err[0].startswith("error: model_zoo=ctx-fcn8s predicts 60 classes"), err
+    assert not (tmp_path / "torch").exists() and not out.exists()
