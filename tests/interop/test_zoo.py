@@ -235,7 +235,7 @@ def test_a_small_file_without_md5_is_refused_by_its_size(setup):
 def test_offline_says_which_file_its_url_md5_size_and_where_to_put_it(setup, tmp_path):
     setup.server.stop()
     result = run_module(
-        "fcn_lightning.eval", "model_zoo=fake-fcn32s", "trainer=cpu",
+        "fcn_lightning.eval", "model_zoo=fake-fcn32s", "trainer=cpu", "data=synthetic",
         f"hydra.run.dir={tmp_path / 'out'}", cwd=tmp_path,
     )  # fmt: skip
     assert result.returncode == 2
@@ -507,4 +507,24 @@ def test_a_folder_where_the_cache_keeps_a_file_is_named_and_kept(setup, name):
     assert message.startswith("model_zoo=fake-fcn32s: ")
     assert f"{folder} is a folder" in message and "\n" not in message
     assert (folder / "mine.txt").read_text() == "kept"
+    assert setup.server.requests == []
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [([], "model_zoo=fake-fcn32s: a zoo model holds no data settings; choose the data "
+          "with data=<preset>"),
+     (["data=paper"], "model_zoo=fake-fcn32s predicts 7 classes but the data has 21")],
+)  # fmt: skip
+def test_eval_refuses_data_that_cannot_fit_a_zoo_model_before_its_download(
+    setup, tmp_path, monkeypatch, capfd, args, expected
+):
+    # Before: the (537 MB) download and conversion came first, then the refusal, naming
+    # ckpt_path=<the cache's file>, a key the user never typed.
+    from tests.bad_input.harness import run_entry
+
+    status = run_entry("eval", ["model_zoo=fake-fcn32s", "trainer=cpu", *args,
+                                f"hydra.run.dir={tmp_path / 'out'}"], monkeypatch)  # fmt: skip
+    err = [line for line in capfd.readouterr().err.splitlines() if line.strip()]
+    assert status == 2 and len(err) == 1 and err[0].startswith(f"error: {expected}"), err
     assert setup.server.requests == []
