@@ -528,3 +528,16 @@ def test_eval_refuses_data_that_cannot_fit_a_zoo_model_before_its_download(
     err = [line for line in capfd.readouterr().err.splitlines() if line.strip()]
     assert status == 2 and len(err) == 1 and err[0].startswith(f"error: {expected}"), err
     assert setup.server.requests == []
+
+
+def test_init_from_a_zoo_model_of_other_classes_is_a_prerequisite_problem(setup, tmp_path):
+    # Before: found after the (537 MB) download, as a score layer's shape mismatch.
+    from fcn_lightning.prerequisites import prerequisite_problems
+
+    setup.write_registry(num_classes=21)
+    cfg = compose_train(tmp_path / "nodata", tmp_path / "run", "model.init_from=zoo:fake-fcn32s")
+    problems, _ = prerequisite_problems(cfg)
+    lines = [str(p) for p in problems if "model.init_from" in str(p)]
+    assert len(lines) == 1, lines
+    assert "model.init_from=zoo:fake-fcn32s: predicts 21 classes, the data has 7" in lines[0]
+    assert setup.server.requests == []
