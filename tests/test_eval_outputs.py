@@ -290,3 +290,30 @@ def test_class_names_with_commas_quotes_and_dollars_are_written_as_given(tmp_pat
     assert [[int(v) for v in r[1:]] for r in rows[1:]] == confusion.tolist()
     with Image.open(tmp_path / "confusion.png") as im:
         assert im.format == "PNG"
+
+
+def _one_row_eval_dir(root):
+    """An eval run dir holding one worst image, written here with Pillow."""
+    (root / "worst").mkdir(parents=True)
+    Image.fromarray(np.zeros((8, 6, 3), np.uint8)).save(root / "img.jpg")
+    Image.fromarray(np.ones((8, 6), np.uint8), "P").save(root / "label.png")
+    Image.fromarray(np.ones((8, 6), np.uint8), "P").save(root / "worst" / "01_a.png")
+    (root / "worst.csv").write_text(
+        "rank,id,mean_iu,pixel_acc,prediction,image,label\n"
+        f"1,a,0.5,0.5,worst/01_a.png,{root / 'img.jpg'},{root / 'label.png'}\n"
+    )
+    return root
+
+
+@pytest.mark.parametrize("out", ["a_file", "a_file/sub"])
+def test_report_worst_out_a_file_is_one_line(tmp_path, capsys, out):
+    # Before: FileExistsError / NotADirectoryError tracebacks.
+    run = _one_row_eval_dir(tmp_path / "eval")
+    (tmp_path / "a_file").write_text("mine")
+    assert report_main([str(run), "--worst", "1", "--out", str(tmp_path / out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: --out {tmp_path / out}: "), err
+    assert (tmp_path / "a_file").read_text() == "mine"
+    assert report_main([str(run), "--worst", "1", "--out", str(tmp_path / "new")]) == 0
+    with Image.open(tmp_path / "new" / "worst.png") as im:
+        assert im.size[1] == 14 + 8  # the caption strip and one row of 8 pixels

@@ -112,7 +112,13 @@ def write_worst_picture(run_dir: Path, count: int, out: Path | None = None) -> P
         raise WorstError(f"{run_dir}: no such directory; give an eval run directory")
     rows = worst_rows(run_dir, count)
     path = (out or run_dir) / "worst.png"
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:  # a file where the folder should be, a read-only place
+        where = f"--out {out}" if out is not None else str(run_dir)
+        raise WorstError(
+            f"{where}: cannot be a folder ({error.strerror}); give a folder to write worst.png into"
+        ) from None
     worst_picture(rows).save(path)
     kept = len(read_worst(run_dir))
     note = f" (eval kept {kept}; rerun it with worst_k={count} for more)" if kept < count else ""
