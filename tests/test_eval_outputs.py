@@ -314,6 +314,10 @@ def test_report_worst_out_a_file_is_one_line(tmp_path, capsys, out):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"error: --out {tmp_path / out}: "), err
     assert (tmp_path / "a_file").read_text() == "mine"
+    (run / "worst.png").mkdir()  # a folder where the picture goes
+    assert report_main([str(run), "--worst", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {run / 'worst.png'}: "), err
     assert report_main([str(run), "--worst", "1", "--out", str(tmp_path / "new")]) == 0
     with Image.open(tmp_path / "new" / "worst.png") as im:
         assert im.size[1] == 14 + 8  # the caption strip and one row of 8 pixels

@@ -119,7 +119,13 @@ def write_worst_picture(run_dir: Path, count: int, out: Path | None = None) -> P
         raise WorstError(
             f"{where}: cannot be a folder ({error.strerror}); give a folder to write worst.png into"
         ) from None
-    worst_picture(rows).save(path)
+    try:
+        worst_picture(rows).save(path, format="PNG")
+    except OSError as error:  # a folder named worst.png, a full disk
+        raise WorstError(
+            f"{path}: cannot be written ({error.strerror or error}); move what is there "
+            "away or give another --out"
+        ) from None
     kept = len(read_worst(run_dir))
     note = f" (eval kept {kept}; rerun it with worst_k={count} for more)" if kept < count else ""
     print(f"wrote {path}: the {len(rows)} worst images, image | truth | prediction{note}")
