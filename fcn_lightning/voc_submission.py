@@ -285,6 +285,13 @@ def predict_voc(cfg: Any, typed: Any, device: torch.device, out_dir: Path) -> Pa
         raise ConfigError(
             f"out_dir={out_dir}: cannot be created ({error.strerror}); choose a writable folder"
         ) from None
+    try:
+        sub.mask_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:  # a file named like one of its folders
+        raise ConfigError(
+            f"out_dir={out_dir}: {sub.mask_dir} cannot be created ({error.strerror}); move "
+            "the file in its way, or choose another out_dir"
+        ) from None
     return submit(sub, ids, stamp, predict)
 
 

@@ -293,3 +293,16 @@ def test_a_zoo_model_of_other_classes_is_refused_before_its_download(tmp_path, m
     assert status == 2 and len(err) == 1, err
     assert err[0].startswith("error: model_zoo=ctx-fcn8s predicts 60 classes"), err
     assert not (tmp_path / "torch").exists() and not out.exists()
+
+
+def test_a_file_in_the_way_of_the_masks_folder_is_one_line(ckpts, tmp_path, monkeypatch, capfd):
+    # Before: out_dir/results a file gave a FileExistsError traceback.
+    data, out = tmp_path / "data", tmp_path / "out"
+    make_tree(data)
+    out.mkdir()
+    (out / "results").write_text("mine")
+    assert predict_voc(ckpts["21"], data, out, monkeypatch) == 2
+    err = [line for line in capfd.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and err[0].startswith(f"error: out_dir={out}: "), err
+    assert str(out / MEMBER_DIR) in err[0]
+    assert (out / "results").read_text() == "mine" and sorted(out.iterdir()) == [out / "results"]
