@@ -541,3 +541,21 @@ def test_init_from_a_zoo_model_of_other_classes_is_a_prerequisite_problem(setup,
     assert len(lines) == 1, lines
     assert "model.init_from=zoo:fake-fcn32s: predicts 21 classes, the data has 7" in lines[0]
     assert setup.server.requests == []
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [({"mirrors": "http://x"}, "models.fake-fcn32s.mirrors='http://x': a list of URLs"),
+     ({"mirrors": [None]}, "models.fake-fcn32s.mirrors=[None]: a list of URLs"),
+     ({"num_classes": "seven"}, "models.fake-fcn32s.num_classes='seven': a number of classes"),
+     ({"num_classes": -3}, "models.fake-fcn32s.num_classes=-3: a number of classes"),
+     ({"md5": "z" * 32}, f"models.fake-fcn32s.md5='{'z' * 32}': 32 hex digits or null")],
+)  # fmt: skip
+def test_a_registry_value_of_the_wrong_kind_is_named(setup, changes, expected):
+    # Before: a string of mirrors was tried letter by letter ("h: unknown url type"), and
+    # num_classes: seven was taken, to fail after the download.
+    setup.write_registry(**changes)
+    with pytest.raises(ConfigError) as error:
+        load_registry()
+    assert str(error.value).startswith(f"{setup.registry}: {expected}"), str(error.value)
+    assert setup.server.requests == []
