@@ -172,6 +172,9 @@ BAD = [
         ("no tree", lambda t: shutil.rmtree(t), "21", [], ["no such list", "voc.root"]),
         ("root elsewhere", lambda t: None, "21", ["voc.root=/nonexistent/VOC2012"],
          ["/nonexistent/VOC2012/ImageSets/Segmentation/test.txt: no such list (voc.root="]),
+        # before: inputs= was ignored without a word
+        ("inputs given", lambda t: None, "21", ["inputs=photos/"],
+         ["inputs=photos/: format=voc predicts the images voc.split's list names"]),
         ("a file as out_dir", lambda t: (t.parent.parent.parent / "out").write_text("x"), "21",
          [], ["is a file, not a folder"]),
 ]  # fmt: skip
