@@ -176,7 +176,7 @@ def write_eval_outputs(
     write_per_image(run_dir / "per_image.csv", scores.rows, scores.ids)
     written = ["confusion.csv", "confusion.png", "per_image.csv"]
     _remove_earlier_worst(run_dir)
-    if scores.worst:
+    if scores.worst_k:  # header only when no image had a labelled pixel to rank
         write_worst(run_dir, scores, dataset)
         written += ["worst.csv", f"{WORST_DIR}/"]
     return written

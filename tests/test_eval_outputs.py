@@ -321,3 +321,25 @@ def test_report_worst_out_a_file_is_one_line(tmp_path, capsys, out):
     assert report_main([str(run), "--worst", "1", "--out", str(tmp_path / "new")]) == 0
     with Image.open(tmp_path / "new" / "worst.png") as im:
         assert im.size[1] == 14 + 8  # the caption strip and one row of 8 pixels
+
+
+def test_a_split_without_labelled_pixels_says_so_in_report_worst(tmp_path, capsys):
+    # Before: eval (worst_k=3) wrote no worst.csv and report said "not found; run eval
+    # with worst_k=<K>", which it just had.
+    from fcn_lightning.eval_outputs import PerImageScores, write_eval_outputs
+
+    scores = PerImageScores(NUM_CLASSES, worst_k=3)
+    scores._batches, scores.ids = [[0, 1]], ["a", "b"]
+    labels = torch.full((2, 6, 5), 255, dtype=torch.uint8)  # nothing labelled
+    scores.on_validation_batch_end(None, None, torch.randn(2, NUM_CLASSES, 6, 5),
+                                   (None, labels), 0)  # fmt: skip
+    names = [f"c{i}" for i in range(NUM_CLASSES)]
+    written = write_eval_outputs(tmp_path, scores, names, dataset=None)
+    assert "worst.csv" in written
+    with (tmp_path / "per_image.csv").open(newline="") as file:
+        rows = list(csv.DictReader(file))
+    assert [(r["id"], r["mean_iu"], r["labelled_pixels"]) for r in rows] == [
+        ("a", "nan", "0"), ("b", "nan", "0")]  # fmt: skip
+    assert report_main([str(tmp_path), "--worst", "2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "lists no images" in err[0] and "labelled pixel" in err[0], err

@@ -38,7 +38,11 @@ def read_worst(run_dir: Path) -> list[dict[str, str]]:
     with table.open(newline="") as file:
         rows = list(csv.DictReader(file))
     if not rows:
-        raise WorstError(f"{table}: lists no images; rerun eval with worst_k=<K> above 0")
+        raise WorstError(
+            f"{table}: lists no images: eval ranks only images with a labelled pixel (not "
+            "255 only) and keeps none with worst_k=0; rerun eval with worst_k=<K> above 0 on "
+            "a split with labels"
+        )
     for number, row in enumerate(rows, start=2):
         problem = _row_problem(row)
         if problem is not None:  # a file cut short (a killed eval, a full disk) or edited
