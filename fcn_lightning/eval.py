@@ -92,6 +92,30 @@ def eval_datamodule(
     return datamodule
 
 
+def check_zoo_data(cfg: DictConfig) -> None:
+    """``model_zoo=<name>``: the registry knows the model's classes and a converted release
+    holds no data settings, so data that cannot fit is refused before the download."""
+    name = cfg.get("model_zoo")
+    if not name or cfg.get("ckpt_path"):
+        return  # ckpt_path alone; both given is refused by resolve_checkpoint
+    from fcn_lightning.interop.zoo import usable_entry
+
+    entry = usable_entry(str(name), key="model_zoo", task="evaluate")
+    data = cfg.get("data")
+    if data is None or "_target_" not in data:
+        raise ConfigError(
+            f"model_zoo={name}: a zoo model holds no data settings; choose the data with "
+            f"data=<preset> (e.g. data=paper split=seg11valid for a PASCAL VOC model)"
+        )
+    num_classes = data.get("num_classes", 21)
+    if entry.num_classes is not None and num_classes != entry.num_classes:
+        raise ConfigError(
+            f"model_zoo={name} predicts {entry.num_classes} classes but the data has "
+            f"{num_classes} (data={data.get('name', '?')}); choose data with "
+            f"{entry.num_classes} classes"
+        )
+
+
 def check_class_count(
     cfg: DictConfig, num_classes: int, trained: TrainedWith, typed: Collection[str]
 ) -> None:
@@ -142,6 +166,7 @@ def evaluate(cfg: DictConfig, typed: Collection[str] = ()) -> dict[str, Any]:
     ``typed``: the config keys the user set on the command line (`command_line_keys`);
     only those are refused when they contradict the checkpoint.
     """
+    check_zoo_data(cfg)  # before a zoo model's download
     resolve_checkpoint(cfg, "evaluate")  # model_zoo=<name>: its converted checkpoint
     print_config(cfg, kept_in=None)
     checkpoint = read_checkpoint(cfg.ckpt_path, key="ckpt_path")

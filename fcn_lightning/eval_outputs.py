@@ -115,8 +115,9 @@ def plot_confusion(path: Path, confusion: np.ndarray, names: list[str]) -> None:
     size = max(5.0, 0.35 * len(names) + 2)
     fig, ax = plt.subplots(figsize=(size + 1, size), dpi=100)
     shown = ax.imshow(normalised, cmap="Blues", vmin=0, vmax=1)
-    ax.set_xticks(range(len(names)), names, rotation=90)
-    ax.set_yticks(range(len(names)), names)
+    shown_names = [name.replace("$", r"\$") for name in names]  # text, not mathtext
+    ax.set_xticks(range(len(names)), shown_names, rotation=90)
+    ax.set_yticks(range(len(names)), shown_names)
     ax.set_xlabel("prediction")
     ax.set_ylabel("truth")
     fig.colorbar(shown, ax=ax, label="fraction of the truth class's pixels")
@@ -157,6 +158,17 @@ def write_worst(
                              str(sample.image), str(sample.label)])  # fmt: skip
 
 
+def _remove_earlier_worst(run_dir: Path) -> None:
+    """An earlier eval's worst.csv and masks in this run dir describe another scoring (of
+    which this one's metrics.json and per_image.csv took the place): report --worst must
+    not draw them. Only the files eval names itself are removed."""
+    (run_dir / "worst.csv").unlink(missing_ok=True)
+    folder = run_dir / WORST_DIR
+    if folder.is_dir():
+        for mask in folder.glob("[0-9][0-9]_*.png"):
+            mask.unlink()
+
+
 def write_eval_outputs(
     run_dir: Path,
     scores: PerImageScores,
@@ -169,7 +181,8 @@ def write_eval_outputs(
     plot_confusion(run_dir / "confusion.png", scores.confusion, names)
     write_per_image(run_dir / "per_image.csv", scores.rows, scores.ids)
     written = ["confusion.csv", "confusion.png", "per_image.csv"]
-    if scores.worst:
+    _remove_earlier_worst(run_dir)
+    if scores.worst_k:  # header only when no image had a labelled pixel to rank
         write_worst(run_dir, scores, dataset, palette)
         written += ["worst.csv", f"{WORST_DIR}/"]
     return written

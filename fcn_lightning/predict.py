@@ -184,6 +184,12 @@ def predict(cfg: DictConfig, typed: Collection[str] = ()) -> list[Path]:
     if cfg.get("format", "images") == "voc":  # the evaluation server's layout and tarball
         from fcn_lightning.voc_submission import predict_voc
 
+        if cfg.get("inputs") is not None:  # the user meant one or the other
+            raise ConfigError(
+                f"inputs={cfg.inputs}: format=voc predicts the images voc.split's list names "
+                "(ImageSets/Segmentation/<split>.txt); drop inputs, or drop format=voc to "
+                "segment these images"
+            )
         return [predict_voc(cfg, typed, device, out_dir)]
     images = list_inputs(cfg.inputs)
     names = output_names(images, cfg.inputs)

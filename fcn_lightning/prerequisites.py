@@ -63,7 +63,8 @@ def prerequisite_problems(
     notes += weights_notes
     init_from = model.get("init_from")
     if init_from and not resuming and not model.get("init_stages"):
-        problem = (init_from_problem(init_from) if str(init_from).startswith("zoo:")
+        problem = (init_from_problem(init_from, data.get("num_classes"))
+                   if str(init_from).startswith("zoo:")
                    else checkpoint_problem(init_from, key="model.init_from"))  # fmt: skip
         if problem is not None:
             problems.append(WeightsError(problem))

@@ -96,7 +96,19 @@ def read_ids(list_path: Path) -> list[str]:
         raise DataError(
             f"{list_path}: cannot be read ({error}); replace it from the archive"
         ) from None
-    ids = [line.split()[0] for line in text.splitlines() if line.strip()]
+    ids = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        image_id = line.split()[0]
+        # An id names <id>.jpg and the mask <id>.png: a folder in it would read and write
+        # outside JPEGImages and the submission's folder.
+        if "/" in image_id or "\\" in image_id or image_id.startswith("."):
+            raise DataError(
+                f"{list_path}: line {number} lists {image_id!r}, not an image id (a JPEG's "
+                "name in JPEGImages without .jpg or folders); replace it from the archive"
+            )
+        ids.append(image_id)
     if not ids:
         raise DataError(f"{list_path}: lists no images; replace it from the archive")
     seen: set[str] = set()
@@ -129,12 +141,23 @@ def check_images(sub: Submission, ids: list[str]) -> None:
         )
 
 
-def check_classes(num_classes: int, ckpt_path: str) -> None:
-    if num_classes != NUM_CLASSES:
+def check_classes(num_classes: int | None, model: str) -> None:
+    """``model``: the override that named it (``ckpt_path=...``, ``model_zoo=...``)."""
+    if num_classes is not None and num_classes != NUM_CLASSES:
         raise ConfigError(
-            f"ckpt_path={ckpt_path} predicts {num_classes} classes; the VOC server scores "
-            f"the {NUM_CLASSES} VOC classes (background + 20): use a checkpoint trained on VOC"
+            f"{model} predicts {num_classes} classes; the VOC server scores the "
+            f"{NUM_CLASSES} VOC classes (background + 20): use a model trained on VOC"
         )
+
+
+def check_zoo_classes(cfg: Any) -> None:
+    """A zoo model's classes are in the registry: checked before it is downloaded."""
+    name = cfg.get("model_zoo")
+    if name and not cfg.get("ckpt_path"):
+        from fcn_lightning.interop.zoo import usable_entry
+
+        entry = usable_entry(str(name), key="model_zoo", task="predict")
+        check_classes(entry.num_classes, f"model_zoo={name}")
 
 
 def stamp_of(ckpt_path: str, settings: dict[str, Any]) -> dict[str, Any]:
@@ -243,8 +266,10 @@ def predict_voc(cfg: Any, typed: Any, device: torch.device, out_dir: Path) -> Pa
     from fcn_lightning.predict import prepared_model
 
     sub, ids = prepare(cfg, out_dir)
+    check_zoo_classes(cfg)
+    given = f"model_zoo={cfg.model_zoo}" if cfg.get("model_zoo") else None
     module, norm, inference = prepared_model(cfg, typed, device)
-    check_classes(module.num_classes, cfg.ckpt_path)
+    check_classes(module.num_classes, given or f"ckpt_path={cfg.ckpt_path}")
 
     def predict(image: torch.Tensor) -> np.ndarray:
         scores = module(norm(image)[None].to(device))
@@ -259,6 +284,13 @@ def predict_voc(cfg: Any, typed: Any, device: torch.device, out_dir: Path) -> Pa
     except OSError as error:
         raise ConfigError(
             f"out_dir={out_dir}: cannot be created ({error.strerror}); choose a writable folder"
+        ) from None
+    try:
+        sub.mask_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:  # a file named like one of its folders
+        raise ConfigError(
+            f"out_dir={out_dir}: {sub.mask_dir} cannot be created ({error.strerror}); move "
+            "the file in its way, or choose another out_dir"
         ) from None
     return submit(sub, ids, stamp, predict)
 

@@ -259,3 +259,112 @@ def test_the_worst_picture_and_sample_grid_draw_the_classes_own_colours(tmp_path
     assert np.asarray(worst_picture(worst_rows(tmp_path, 1))).shape[-1] == 3
     grid = sample_grid([(np.zeros((2, 2, 3), np.uint8), label, label)], gap=0, palette=colours)
     assert (grid[:, 2:4] == expected[label]).all()
+
+
+@pytest.mark.parametrize("cut", ["row", "header", "number"])
+def test_report_worst_on_a_truncated_worst_csv_is_one_line(single, tmp_path, capsys, cut):
+    # Before: a TypeError traceback (a row cut short has None for its last fields).
+    import shutil
+
+    copy = tmp_path / "cut"
+    shutil.copytree(single, copy)
+    text = (copy / "worst.csv").read_text()
+    header, first = text.splitlines()[:2]
+    cuts = {"row": header + "\n" + first[: first.index(",worst/")], "header": header[:20],
+            "number": header + "\n" + first.replace(first.split(",")[2], "0.4x", 1)}  # fmt: skip
+    (copy / "worst.csv").write_text(cuts[cut])
+    assert report_main([str(copy), "--worst", "2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {copy / 'worst.csv'}: "), err
+    assert "rerun eval" in err[0]
+    assert not (copy / "worst.png").exists()
+
+
+def test_eval_again_into_the_same_dir_with_worst_k_0_leaves_no_stale_worst(
+    trained, single, tmp_path
+):
+    # Before: worst.csv and worst/*.png of the earlier eval stayed beside the new
+    # per_image.csv, and report --worst drew the earlier run's worst images.
+    import shutil
+
+    data, ckpt, root = trained
+    again = tmp_path / "again"
+    shutil.copytree(single, again)
+    (again / "worst" / "notes.txt").write_text("mine")
+    done = run_module("fcn_lightning.eval", f"ckpt_path={ckpt}", f"data_dir={data}",
+                      "num_workers=0", f"hydra.run.dir={again}", "trainer=cpu", "worst_k=0",
+                      cwd=root, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert not (again / "worst.csv").exists()
+    assert sorted(p.name for p in (again / "worst").iterdir()) == ["notes.txt"]
+    assert report_main([str(again), "--worst", "2"]) == 2
+
+
+def test_class_names_with_commas_quotes_and_dollars_are_written_as_given(tmp_path):
+    # Before: a name with two "$" was read by matplotlib as math ("$\frac{$" raised
+    # after metrics.json was written; "$1-$5" lost its dollars in the picture).
+    from fcn_lightning.eval_outputs import plot_confusion, write_confusion_csv
+
+    names = ["back,ground", '"quoted"', "$\\frac{$", "$1-$5"]
+    confusion = np.arange(16, dtype=np.int64).reshape(4, 4)
+    write_confusion_csv(tmp_path / "confusion.csv", confusion, names)
+    plot_confusion(tmp_path / "confusion.png", confusion, names)
+    with (tmp_path / "confusion.csv").open(newline="") as file:
+        rows = list(csv.reader(file))
+    assert rows[0][1:] == names and [r[0] for r in rows[1:]] == names
+    assert [[int(v) for v in r[1:]] for r in rows[1:]] == confusion.tolist()
+    with Image.open(tmp_path / "confusion.png") as im:
+        assert im.format == "PNG"
+
+
+def _one_row_eval_dir(root):
+    """An eval run dir holding one worst image, written here with Pillow."""
+    (root / "worst").mkdir(parents=True)
+    Image.fromarray(np.zeros((8, 6, 3), np.uint8)).save(root / "img.jpg")
+    Image.fromarray(np.ones((8, 6), np.uint8), "P").save(root / "label.png")
+    Image.fromarray(np.ones((8, 6), np.uint8), "P").save(root / "worst" / "01_a.png")
+    (root / "worst.csv").write_text(
+        "rank,id,mean_iu,pixel_acc,prediction,image,label\n"
+        f"1,a,0.5,0.5,worst/01_a.png,{root / 'img.jpg'},{root / 'label.png'}\n"
+    )
+    return root
+
+
+@pytest.mark.parametrize("out", ["a_file", "a_file/sub"])
+def test_report_worst_out_a_file_is_one_line(tmp_path, capsys, out):
+    # Before: FileExistsError / NotADirectoryError tracebacks.
+    run = _one_row_eval_dir(tmp_path / "eval")
+    (tmp_path / "a_file").write_text("mine")
+    assert report_main([str(run), "--worst", "1", "--out", str(tmp_path / out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: --out {tmp_path / out}: "), err
+    assert (tmp_path / "a_file").read_text() == "mine"
+    (run / "worst.png").mkdir()  # a folder where the picture goes
+    assert report_main([str(run), "--worst", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {run / 'worst.png'}: "), err
+    assert report_main([str(run), "--worst", "1", "--out", str(tmp_path / "new")]) == 0
+    with Image.open(tmp_path / "new" / "worst.png") as im:
+        assert im.size[1] == 14 + 8  # the caption strip and one row of 8 pixels
+
+
+def test_a_split_without_labelled_pixels_says_so_in_report_worst(tmp_path, capsys):
+    # Before: eval (worst_k=3) wrote no worst.csv and report said "not found; run eval
+    # with worst_k=<K>", which it just had.
+    from fcn_lightning.eval_outputs import PerImageScores, write_eval_outputs
+
+    scores = PerImageScores(NUM_CLASSES, worst_k=3)
+    scores._batches, scores.ids = [[0, 1]], ["a", "b"]
+    labels = torch.full((2, 6, 5), 255, dtype=torch.uint8)  # nothing labelled
+    scores.on_validation_batch_end(None, None, torch.randn(2, NUM_CLASSES, 6, 5),
+                                   (None, labels), 0)  # fmt: skip
+    names = [f"c{i}" for i in range(NUM_CLASSES)]
+    written = write_eval_outputs(tmp_path, scores, names, dataset=None)
+    assert "worst.csv" in written
+    with (tmp_path / "per_image.csv").open(newline="") as file:
+        rows = list(csv.DictReader(file))
+    assert [(r["id"], r["mean_iu"], r["labelled_pixels"]) for r in rows] == [
+        ("a", "nan", "0"), ("b", "nan", "0")]  # fmt: skip
+    assert report_main([str(tmp_path), "--worst", "2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "lists no images" in err[0] and "labelled pixel" in err[0], err

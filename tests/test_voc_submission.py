@@ -163,9 +163,18 @@ BAD = [
          "21", [], [f"JPEGImages/{IDS[2]}.jpg: not a readable image, with 1 of the 5"]),
         ("id twice", lambda t: (t / "ImageSets/Segmentation/test.txt").write_text(
             "\n".join(IDS + IDS[:1])), "21", [], [f"test.txt: lists {IDS[0]} twice"]),
+        # before: a traceback (a mask named <out>/../escape.png.tmp)
+        ("id with a folder", lambda t: (t / "ImageSets/Segmentation/test.txt").write_text(
+            "\n".join([*IDS, "../escape"])), "21", [],
+         ["test.txt: line 6 lists '../escape', not an image id"]),
+        ("id in a subfolder", lambda t: (t / "ImageSets/Segmentation/test.txt").write_text(
+            "sub/2008_000001\n"), "21", [], ["line 1 lists 'sub/2008_000001', not an image"]),
         ("no tree", lambda t: shutil.rmtree(t), "21", [], ["no such list", "voc.root"]),
         ("root elsewhere", lambda t: None, "21", ["voc.root=/nonexistent/VOC2012"],
          ["/nonexistent/VOC2012/ImageSets/Segmentation/test.txt: no such list (voc.root="]),
+        # before: inputs= was ignored without a word
+        ("inputs given", lambda t: None, "21", ["inputs=photos/"],
+         ["inputs=photos/: format=voc predicts the images voc.split's list names"]),
         ("a file as out_dir", lambda t: (t.parent.parent.parent / "out").write_text("x"), "21",
          [], ["is a file, not a folder"]),
 ]  # fmt: skip
@@ -262,3 +271,41 @@ def test_sigint_mid_way_leaves_no_tarball_and_a_rerun_finishes(ckpts, tmp_path):
     for image_id in ids[:3] + ids[-2:]:
         jpeg = tree / "JPEGImages" / f"{image_id}.jpg"
         assert_is_argmax(masks[f"{MEMBER_DIR}/{image_id}.png"], ckpts["21"], jpeg)
+
+
+def test_a_zoo_model_of_other_classes_is_refused_before_its_download(tmp_path, monkeypatch, capfd):
+    # Before: model_zoo=pascalcontext-fcn8s format=voc downloaded and converted 537 MB,
+    # then said "ckpt_path=<the cache's file> predicts 60 classes" (a key not typed).
+    import yaml
+
+    data, out = tmp_path / "data", tmp_path / "out"
+    make_tree(data)
+    entry = {"what": "60 classes", "format": "caffemodel", "file": "ctx.caffemodel",
+             "url": "http://127.0.0.1:9/ctx.caffemodel",  # nothing listens: a fetch fails
+             "md5": None, "size": None, "min_size": 1000, "mirrors": [], "alternatives": [],
+             "loadable": True, "variant": "fcn8s", "num_classes": 60, "scores": {},
+             "scores_note": "none", "source": "this test"}  # fmt: skip
+    registry = tmp_path / "registry.yaml"
+    registry.write_text(yaml.safe_dump({"version": 1, "models": {"ctx-fcn8s": entry}}))
+    monkeypatch.setenv("FCN_ZOO_REGISTRY", str(registry))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    status = run_entry("predict", ["model_zoo=ctx-fcn8s", "format=voc", f"paths.data_dir={data}",
+                                   f"out_dir={out}", "device=cpu",
+                                   f"hydra.run.dir={tmp_path / 'hydra'}"], monkeypatch)  # fmt: skip
+    err = [line for line in capfd.readouterr().err.splitlines() if line.strip()]
+    assert status == 2 and len(err) == 1, err
+    assert err[0].startswith("error: model_zoo=ctx-fcn8s predicts 60 classes"), err
+    assert not (tmp_path / "torch").exists() and not out.exists()
+
+
+def test_a_file_in_the_way_of_the_masks_folder_is_one_line(ckpts, tmp_path, monkeypatch, capfd):
+    # Before: out_dir/results a file gave a FileExistsError traceback.
+    data, out = tmp_path / "data", tmp_path / "out"
+    make_tree(data)
+    out.mkdir()
+    (out / "results").write_text("mine")
+    assert predict_voc(ckpts["21"], data, out, monkeypatch) == 2
+    err = [line for line in capfd.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and err[0].startswith(f"error: out_dir={out}: "), err
+    assert str(out / MEMBER_DIR) in err[0]
+    assert (out / "results").read_text() == "mine" and sorted(out.iterdir()) == [out / "results"]

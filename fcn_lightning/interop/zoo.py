@@ -54,6 +54,26 @@ def _record_path(entry: ZooEntry) -> Path:
     return checkpoint_path(entry).with_name(f"{entry.name}.ckpt.json")
 
 
+def _lock_path(entry: ZooEntry) -> Path:
+    return zoo_dir() / f".{entry.name}.lock"
+
+
+def _refuse_folders(entry: ZooEntry, *, key: str) -> None:
+    """A folder at a path where the cache keeps one of the entry's files would end in a
+    traceback (or in advice to delete the intact download): named, and left as it is."""
+    sources = [source_path(f) for f in (entry.main, *entry.alternatives)]
+    record = _record_path(entry)
+    paths = [_lock_path(entry), checkpoint_path(entry), record,
+             record.with_name(record.name + ".part"), *sources,
+             *(s.with_name(s.name + ".part") for s in sources)]  # fmt: skip
+    for path in paths:
+        if path.exists() and not path.is_file():
+            raise WeightsError(
+                f"{key}: {path} is a folder where the zoo cache keeps a file; move it "
+                "elsewhere (or set TORCH_HOME to another folder), then run again"
+            )
+
+
 def usable_entry(name: str, *, key: str, task: str = "eval") -> ZooEntry:
     """The registry entry ``name``, refused in one line when this project cannot use it
     for ``task``. Reads the registry only: no network, no weights."""
@@ -101,7 +121,8 @@ def checkpoint_for(name: str, *, key: str, mirrors: Sequence[str] = (), task: st
             f"{key}: the zoo cache {folder} cannot be created ({error.strerror}); "
             "set TORCH_HOME to a writable folder"
         ) from None
-    lock = FileLock(str(folder / f".{entry.name}.lock"))
+    _refuse_folders(entry, key=key)
+    lock = FileLock(str(_lock_path(entry)))
     try:
         lock.acquire(timeout=1)
     except Timeout:
@@ -291,15 +312,23 @@ def resolve_checkpoint(cfg: DictConfig, task: str) -> str:
     return str(cfg.ckpt_path)
 
 
-def init_from_problem(value: object) -> str | None:
+def init_from_problem(value: object, num_classes: int | None = None) -> str | None:
     """Why ``model.init_from=zoo:<name>`` cannot be used, found without any download;
-    None for a usable entry (or a value that is not ``zoo:``)."""
+    None for a usable entry (or a value that is not ``zoo:``). ``num_classes``: the
+    data's, which the released score layers must have to be copied."""
     if not (isinstance(value, str) and value.startswith(PREFIX)):
         return None
     try:
-        usable_entry(value[len(PREFIX) :], key="model.init_from=zoo:", task="start from")
+        entry = usable_entry(value[len(PREFIX) :], key="model.init_from=zoo:", task="start from")
     except (ConfigError, WeightsError) as error:
         return str(error)
+    if entry.num_classes and num_classes and entry.num_classes != num_classes:
+        return (
+            f"model.init_from={value}: predicts {entry.num_classes} classes, the data has "
+            f"{num_classes} (data.num_classes), so its score layers cannot be copied; "
+            f"choose data with {entry.num_classes} classes, or start from ImageNet weights "
+            "(model.pretrained=true) instead"
+        )
     return None
 
 

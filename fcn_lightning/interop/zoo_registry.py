@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import string
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -156,6 +157,9 @@ def _entry(path: Path, name: str, raw: Any) -> ZooEntry:
         raise ConfigError(f"{where}: loadable: false needs a `refusal:` line saying why")
     if raw["loadable"] is True and (not raw.get("variant") or not raw.get("num_classes")):
         raise ConfigError(f"{where}: a loadable model needs variant and num_classes")
+    classes = raw.get("num_classes")
+    if classes is not None and (type(classes) is not int or classes < 1):
+        raise ConfigError(f"{where}.num_classes={classes!r}: a number of classes or null")
     if not isinstance(raw["scores"], dict) or (not raw["scores"] and not raw.get("scores_note")):
         raise ConfigError(f"{where}.scores: a mapping; {{}} needs a scores_note saying why")
     alternatives = tuple(_file(f"{where}.alternatives[{i}]", alt)
@@ -188,8 +192,15 @@ def _file(where: str, raw: dict[str, Any]) -> ZooFile:
         raise ConfigError(f"{where}.file={raw['file']!r}: a file name, not a path")
     for key, length in (("md5", 32), ("sha1", 40)):
         value = raw.get(key)
-        if value is not None and (not isinstance(value, str) or len(value) != length):
+        if value is not None and (
+            not isinstance(value, str) or len(value) != length
+            or not all(c in string.hexdigits for c in value)
+        ):  # fmt: skip
             raise ConfigError(f"{where}.{key}={value!r}: {length} hex digits or null")
+    mirrors = raw.get("mirrors") or []
+    if not isinstance(mirrors, list) or not all(isinstance(m, str) and m for m in mirrors):
+        # a string would be tried letter by letter
+        raise ConfigError(f"{where}.mirrors={mirrors!r}: a list of URLs, or []")
     size, min_size = raw.get("size"), raw.get("min_size", 0)
     if size is not None and (not isinstance(size, int) or size < 1):
         raise ConfigError(f"{where}.size={size!r}: a number of bytes or null")
@@ -198,5 +209,5 @@ def _file(where: str, raw: dict[str, Any]) -> ZooFile:
     return ZooFile(
         format=raw["format"], url=raw["url"], file=raw["file"], md5=raw.get("md5"),
         sha1=raw.get("sha1"), size=size, min_size=min_size,
-        mirrors=tuple(str(m) for m in raw.get("mirrors") or ()),
+        mirrors=tuple(mirrors),
     )  # fmt: skip

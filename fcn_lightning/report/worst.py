@@ -21,6 +21,7 @@ from fcn_lightning.visualize import colorize
 
 GAP = 4
 CAPTION = 14  # pixels of the caption strip above each row
+COLUMNS = ("rank", "id", "mean_iu", "pixel_acc", "prediction", "image", "label")  # worst.csv
 
 
 class WorstError(FCNError):
@@ -37,8 +38,28 @@ def read_worst(run_dir: Path) -> list[dict[str, str]]:
     with table.open(newline="") as file:
         rows = list(csv.DictReader(file))
     if not rows:
-        raise WorstError(f"{table}: lists no images; rerun eval with worst_k=<K> above 0")
+        raise WorstError(
+            f"{table}: lists no images: eval ranks only images with a labelled pixel (not "
+            "255 only) and keeps none with worst_k=0; rerun eval with worst_k=<K> above 0 on "
+            "a split with labels"
+        )
+    for number, row in enumerate(rows, start=2):
+        problem = _row_problem(row)
+        if problem is not None:  # a file cut short (a killed eval, a full disk) or edited
+            raise WorstError(f"{table}: line {number} {problem}; rerun eval to write it again")
     return rows
+
+
+def _row_problem(row: dict[str, str | None]) -> str | None:
+    missing = [c for c in COLUMNS if not row.get(c)]
+    if missing:
+        return f"has no {', '.join(missing)} (cut short?)"
+    for column in ("mean_iu", "pixel_acc"):
+        try:
+            float(row[column])  # type: ignore[arg-type]
+        except ValueError:
+            return f"has {column} {row[column]!r}, not a number"
+    return None
 
 
 def _pct(text: str) -> str:
@@ -99,8 +120,20 @@ def write_worst_picture(run_dir: Path, count: int, out: Path | None = None) -> P
         raise WorstError(f"{run_dir}: no such directory; give an eval run directory")
     rows = worst_rows(run_dir, count)
     path = (out or run_dir) / "worst.png"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    worst_picture(rows).save(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:  # a file where the folder should be, a read-only place
+        where = f"--out {out}" if out is not None else str(run_dir)
+        raise WorstError(
+            f"{where}: cannot be a folder ({error.strerror}); give a folder to write worst.png into"
+        ) from None
+    try:
+        worst_picture(rows).save(path, format="PNG")
+    except OSError as error:  # a folder named worst.png, a full disk
+        raise WorstError(
+            f"{path}: cannot be written ({error.strerror or error}); move what is there "
+            "away or give another --out"
+        ) from None
     kept = len(read_worst(run_dir))
     note = f" (eval kept {kept}; rerun it with worst_k={count} for more)" if kept < count else ""
     print(f"wrote {path}: the {len(rows)} worst images, image | truth | prediction{note}")

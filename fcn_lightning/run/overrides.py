@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import shlex
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -91,8 +92,10 @@ def _parse(text: str) -> tuple[Any, str | None]:
 
 def _trials(parsed: list[Any]) -> Iterator[list[str]]:
     """The override lists to compose: every sweep at its first value, then each other
-    value of each sweep in turn (a sweep Hydra cannot list, e.g. Optuna's interval(),
-    is left to its sweeper)."""
+    value of each sweep of a config group in turn (a sweep Hydra cannot list, e.g.
+    Optuna's interval(), is left to its sweeper). A key's sweep (``seed=range(0,200)``)
+    is composed at its first value only: whether the key exists does not depend on the
+    value, and each composition costs about half a second before the run starts."""
     base: list[str] = []
     sweeps: list[tuple[int, list[str]]] = []
     for override in parsed:
@@ -106,12 +109,20 @@ def _trials(parsed: list[Any]) -> Iterator[list[str]]:
         if not values:
             continue
         key = f"{PREFIX[override.type.name]}{override.get_key_element()}="
-        sweeps.append((len(base), [key + value for value in values]))
         base.append(key + values[0])
+        if _is_group(override.get_key_element()):
+            sweeps.append((len(base) - 1, [key + value for value in values]))
     yield base
     for index, options in sweeps:
         for option in options[1:]:
             yield [*base[:index], option, *base[index + 1 :]]
+
+
+def _is_group(key: str) -> bool:
+    """Whether ``key`` names a config group (``model``, ``hydra/launcher``), whose every
+    value is a preset file to find, rather than a config key."""
+    group = key.split("@", 1)[0]
+    return "/" in group or (Path(CONF_DIR) / group).is_dir()
 
 
 def _composition_problem(overrides: list[str], config_name: str) -> str | None:
@@ -155,7 +166,19 @@ def _bad_override(message: str, overrides: list[str], config_name: str) -> str:
     if key and text.startswith(("Could not override", "Could not delete")):
         rest = [o for o in overrides if o != given]
         nearest = _nearest_key(key, given, rest, config_name)
-        near = f" (nearest: {nearest})" if nearest else ""
+        sweeper = "hydra.sweeper.params."
+        if nearest == key and key.startswith(sweeper) and given and "=" in given:
+            # The sweeper's params are keyed by whole dotted names ("optim.lr"), which a
+            # dotted override path cannot reach; Optuna takes the same from the command line.
+            param, value = key[len(sweeper) :], given.split("=", 1)[1]
+            if len(value) > 1 and value[0] == value[-1] and value[0] in "'\"":
+                value = value[1:-1]  # quoted, it was a string; unquoted, it is the sweep
+            return (
+                f"{given}: the sweeper's params hold {param} as one key, which an override "
+                f"cannot reach; give the search space on the command line: "
+                f"{shlex.quote(f'{param}={value}')}"
+            )
+        near = f" (nearest: {nearest})" if nearest and nearest != key else ""
         if text.startswith("Could not delete"):
             return f"{given or '~' + key}: there is no key {key} to delete{near}"
         return (

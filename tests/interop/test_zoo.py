@@ -235,7 +235,7 @@ def test_a_small_file_without_md5_is_refused_by_its_size(setup):
 def test_offline_says_which_file_its_url_md5_size_and_where_to_put_it(setup, tmp_path):
     setup.server.stop()
     result = run_module(
-        "fcn_lightning.eval", "model_zoo=fake-fcn32s", "trainer=cpu",
+        "fcn_lightning.eval", "model_zoo=fake-fcn32s", "trainer=cpu", "data=synthetic",
         f"hydra.run.dir={tmp_path / 'out'}", cwd=tmp_path,
     )  # fmt: skip
     assert result.returncode == 2
@@ -488,3 +488,74 @@ def test_a_damaged_file_that_passes_the_known_checks_is_refused_with_advice(setu
     assert "does not convert" in message and f"delete {damaged}" in message
     assert not (setup.cache / "fake-fcn32s.ckpt").exists()
     assert not (setup.cache / "fake-fcn32s.ckpt.json").exists()
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["fake-fcn32s.ckpt", "fake-fcn32s.ckpt.json", ".fake-fcn32s.lock",
+     "fake-fcn32s.caffemodel", "fake-fcn32s.caffemodel.part"],
+)  # fmt: skip
+def test_a_folder_where_the_cache_keeps_a_file_is_named_and_kept(setup, name):
+    # Before: a traceback (lock, record, caffemodel) or advice to delete the intact
+    # caffemodel when the checkpoint's path was the folder.
+    folder = setup.cache / name
+    folder.mkdir(parents=True)
+    (folder / "mine.txt").write_text("kept")
+    with pytest.raises(WeightsError) as error:
+        zoo.checkpoint_for("fake-fcn32s", key="model_zoo")
+    message = str(error.value)
+    assert message.startswith("model_zoo=fake-fcn32s: ")
+    assert f"{folder} is a folder" in message and "\n" not in message
+    assert (folder / "mine.txt").read_text() == "kept"
+    assert setup.server.requests == []
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [([], "model_zoo=fake-fcn32s: a zoo model holds no data settings; choose the data "
+          "with data=<preset>"),
+     (["data=paper"], "model_zoo=fake-fcn32s predicts 7 classes but the data has 21")],
+)  # fmt: skip
+def test_eval_refuses_data_that_cannot_fit_a_zoo_model_before_its_download(
+    setup, tmp_path, monkeypatch, capfd, args, expected
+):
+    # Before: the (537 MB) download and conversion came first, then the refusal, naming
+    # ckpt_path=<the cache's file>, a key the user never typed.
+    from tests.bad_input.harness import run_entry
+
+    status = run_entry("eval", ["model_zoo=fake-fcn32s", "trainer=cpu", *args,
+                                f"hydra.run.dir={tmp_path / 'out'}"], monkeypatch)  # fmt: skip
+    err = [line for line in capfd.readouterr().err.splitlines() if line.strip()]
+    assert status == 2 and len(err) == 1 and err[0].startswith(f"error: {expected}"), err
+    assert setup.server.requests == []
+
+
+def test_init_from_a_zoo_model_of_other_classes_is_a_prerequisite_problem(setup, tmp_path):
+    # Before: found after the (537 MB) download, as a score layer's shape mismatch.
+    from fcn_lightning.prerequisites import prerequisite_problems
+
+    setup.write_registry(num_classes=21)
+    cfg = compose_train(tmp_path / "nodata", tmp_path / "run", "model.init_from=zoo:fake-fcn32s")
+    problems, _ = prerequisite_problems(cfg)
+    lines = [str(p) for p in problems if "model.init_from" in str(p)]
+    assert len(lines) == 1, lines
+    assert "model.init_from=zoo:fake-fcn32s: predicts 21 classes, the data has 7" in lines[0]
+    assert setup.server.requests == []
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [({"mirrors": "http://x"}, "models.fake-fcn32s.mirrors='http://x': a list of URLs"),
+     ({"mirrors": [None]}, "models.fake-fcn32s.mirrors=[None]: a list of URLs"),
+     ({"num_classes": "seven"}, "models.fake-fcn32s.num_classes='seven': a number of classes"),
+     ({"num_classes": -3}, "models.fake-fcn32s.num_classes=-3: a number of classes"),
+     ({"md5": "z" * 32}, f"models.fake-fcn32s.md5='{'z' * 32}': 32 hex digits or null")],
+)  # fmt: skip
+def test_a_registry_value_of_the_wrong_kind_is_named(setup, changes, expected):
+    # Before: a string of mirrors was tried letter by letter ("h: unknown url type"), and
+    # num_classes: seven was taken, to fail after the download.
+    setup.write_registry(**changes)
+    with pytest.raises(ConfigError) as error:
+        load_registry()
+    assert str(error.value).startswith(f"{setup.registry}: {expected}"), str(error.value)
+    assert setup.server.requests == []

@@ -45,12 +45,20 @@ def presets(group: str) -> list[str]:
                                        "override_grammar"]),
         ("predict", ["ckpt_path=x", "inputs=y", "inference.tta.hfip=true"],
          ["nearest: inference.tta.hflip"]),
+        # the preset's params hold "optim.lr" as one key: before, "no such key
+        # hydra.sweeper.params.optim.lr (nearest: hydra.sweeper.params.optim.lr)"
+        ("train", ["hparams_search=lr_line_search",
+                   "hydra.sweeper.params.optim.lr='tag(log, interval(1e-12, 1e-8))'"],
+         ["hydra.sweeper.params.optim.lr='tag(log, interval(1e-12, 1e-8))': ",
+          "on the command line: 'optim.lr=tag(log, interval(1e-12, 1e-8))'"]),
     ],
 )  # fmt: skip
 def test_a_refused_override_is_named_with_its_fix(config, argv, expected):
     problem = override_problem(argv, config)
     assert problem is not None
     assert "\n" not in problem
+    key = argv[-1].lstrip("+~").split("=")[0]
+    assert f"nearest: {key})" not in problem  # a key is never its own nearest
     for part in expected:
         assert part in problem, problem
 
@@ -67,6 +75,7 @@ def test_an_unknown_preset_lists_every_preset_of_its_group():
         ("train", ["-m", "model=fcn8s,fcn16s", "optim.lr=interval(1e-5,1e-3)"]),
         ("train", ["hydra.run.dir=/tmp/x", "paths.data_dir=${oc.env:HOME}/data"]),
         ("train", ["+model.extra=1"]),  # a new key on purpose: the schema check decides
+        ("train", ["hparams_search=lr_line_search", "optim.lr=tag(log,interval(1e-12,1e-8))"]),
         ("train", ["--help"]),
         ("train", ["--config-dir", "/nowhere", "model=anything"]),  # not modelled: Hydra's
         ("eval", ["ckpt_path=x", "data=paper", "split=seg11valid"]),
@@ -96,3 +105,18 @@ def test_the_real_entry_point_exits_2_in_one_line_and_writes_nothing(tmp_path):
         + ", ".join(presets("model"))
     ]
     assert list(tmp_path.iterdir()) == []  # no multirun folder, no log
+
+
+def test_a_long_sweep_of_a_value_is_composed_once_not_per_value(monkeypatch):
+    # A key's existence does not depend on its value: `-m seed=range(0,200)` took a
+    # composition (~0.5 s) per value before the run started. Presets are still each checked.
+    from fcn_lightning.run import overrides
+
+    composed = []
+    real = overrides._composition_problem
+    monkeypatch.setattr(
+        overrides, "_composition_problem", lambda o, c: composed.append(o) or real(o, c)
+    )
+    argv = ["-m", "seed=range(0,200)", "model=fcn8s,fcn16s,fcn4s"]
+    assert "model=fcn4s: no such model preset" in override_problem(argv, "train")
+    assert len(composed) <= 3
