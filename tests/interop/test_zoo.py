@@ -361,9 +361,11 @@ def test_the_shipped_registry(monkeypatch):
             # Each the reference's caffemodel-url host; the file name is the url's.
             assert entry["url"] == f"http://dl.caffe.berkeleyvision.org/{entry['file']}"
     # pytorch-fcn's ids and md5s as its own installed source states them.
-    import importlib.util
+    # Found through its installed files: another test may have put a stand-in torchfcn
+    # module (without a spec) into sys.modules.
+    import importlib.metadata
 
-    torchfcn = Path(importlib.util.find_spec("torchfcn").submodule_search_locations[0])
+    torchfcn = Path(importlib.metadata.distribution("torchfcn").locate_file("torchfcn"))
     source = "".join(p.read_text() for p in sorted((torchfcn / "models").glob("fcn*.py")))
     for entry in registry.entries.values():
         for alt in entry.alternatives:
