@@ -146,6 +146,16 @@ def check_out_dir(out_dir: str | Path) -> Path:
     return path
 
 
+def make_out_dir(out_dir: Path) -> None:
+    """Create ``out_dir`` (checked by `check_out_dir`), or say in one line why not."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ConfigError(
+            f"out_dir={out_dir}: cannot be created ({error.strerror}); choose a writable folder"
+        ) from None
+
+
 def _is_out_of_memory(error: BaseException) -> bool:
     text = str(error).lower()
     return isinstance(error, torch.OutOfMemoryError) or (
@@ -202,12 +212,7 @@ def predict(cfg: DictConfig, typed: Collection[str] = ()) -> list[Path]:
             "another out_dir"
         )
     module, norm, _ = prepared_model(cfg, typed, device)
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise ConfigError(
-            f"out_dir={out_dir}: cannot be created ({error.strerror}); choose a writable folder"
-        ) from None
+    make_out_dir(out_dir)
     palette = module.hparams.get("palette")  # the data's colours; None: VOC's
     written: list[Path] = []
     for path, mask_path in track(list(zip(images, masks, strict=True)), description="predict",

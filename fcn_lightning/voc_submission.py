@@ -263,7 +263,7 @@ def submit(
 
 def predict_voc(cfg: Any, typed: Any, device: torch.device, out_dir: Path) -> Path:
     """``format=voc``: checks, then the masks and the tarball (see the module's docstring)."""
-    from fcn_lightning.predict import prepared_model
+    from fcn_lightning.predict import make_out_dir, prepared_model
 
     sub, ids = prepare(cfg, out_dir)
     check_zoo_classes(cfg)
@@ -279,12 +279,7 @@ def predict_voc(cfg: Any, typed: Any, device: torch.device, out_dir: Path) -> Pa
                 "normalization": norm.name, "inference": inference.summary()}  # fmt: skip
     stamp = stamp_of(cfg.ckpt_path, settings)
     check_stamp(sub, stamp)  # before out_dir is made
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise ConfigError(
-            f"out_dir={out_dir}: cannot be created ({error.strerror}); choose a writable folder"
-        ) from None
+    make_out_dir(out_dir)
     try:
         sub.mask_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:  # a file named like one of its folders
