@@ -38,7 +38,8 @@ from fcn_lightning.run.config import resolved
 from fcn_lightning.run.console import log, print_config
 from fcn_lightning.run.overrides import fcn_main
 from fcn_lightning.run.progress import track
-from fcn_lightning.visualize import overlay, palette_image
+from fcn_lightning.run.signals import Interrupted, signals_interrupt, stopped
+from fcn_lightning.visualize import overlay, palette_image, save_whole
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".gif"}
 OVERLAY_SUFFIX = "_overlay.jpg"
@@ -215,35 +216,43 @@ def predict(cfg: DictConfig, typed: Collection[str] = ()) -> list[Path]:
     make_out_dir(out_dir)
     palette = module.hparams.get("palette")  # the data's colours; None: VOC's
     written: list[Path] = []
-    for path, mask_path in track(list(zip(images, masks, strict=True)), description="predict",
-                                 unit="img"):  # fmt: skip
-        image = read_image(path)
-        try:
-            scores = module(norm(image)[None].to(device))
-        except RuntimeError as error:
-            if not _is_out_of_memory(error):
-                raise
-            height, width = image.shape[-2:]
-            raise DataError(
-                f"{path}: out of memory predicting this {width}x{height} (WxH) image on "
-                f"{device}; downscale it or cut it into tiles and predict those, or use a "
-                f"device with more memory (device=cpu uses the machine's RAM); the "
-                f"{len(written)} image(s) before it are done in {out_dir}"
-            ) from None
-        label = scores.argmax(1)[0].to(torch.uint8).cpu().numpy()
-        mask_path.parent.mkdir(parents=True, exist_ok=True)
-        palette_image(label, palette).save(mask_path)
-        rgb = image.permute(1, 2, 0).numpy()
-        overlay_path = mask_path.with_name(mask_path.stem + OVERLAY_SUFFIX)
-        Image.fromarray(overlay(rgb, label, cfg.alpha, palette)).save(overlay_path)
-        written.append(mask_path)
+    try:
+        for path, mask_path in track(list(zip(images, masks, strict=True)),
+                                     description="predict", unit="img"):  # fmt: skip
+            image = read_image(path)
+            try:
+                scores = module(norm(image)[None].to(device))
+            except RuntimeError as error:
+                if not _is_out_of_memory(error):
+                    raise
+                height, width = image.shape[-2:]
+                raise DataError(
+                    f"{path}: out of memory predicting this {width}x{height} (WxH) image on "
+                    f"{device}; downscale it or cut it into tiles and predict those, or use a "
+                    f"device with more memory (device=cpu uses the machine's RAM); the "
+                    f"{len(written)} image(s) before it are done in {out_dir}"
+                ) from None
+            label = scores.argmax(1)[0].to(torch.uint8).cpu().numpy()
+            mask_path.parent.mkdir(parents=True, exist_ok=True)
+            rgb = image.permute(1, 2, 0).numpy()
+            overlay_path = mask_path.with_name(mask_path.stem + OVERLAY_SUFFIX)
+            save_whole(palette_image(label, palette), mask_path, "PNG")
+            save_whole(Image.fromarray(overlay(rgb, label, cfg.alpha, palette)), overlay_path,
+                       "JPEG")  # fmt: skip
+            written.append(mask_path)
+    except (KeyboardInterrupt, Interrupted) as stop:
+        stopped(
+            stop,
+            f"{len(written)} of {len(images)} images have their mask and overlay in {out_dir} "
+            "(each file whole); the same command predicts them all again",
+        )
     log.info("wrote %d masks and overlays to %s", len(written), out_dir)
     return written
 
 
 @fcn_main("predict")
 def main(cfg: DictConfig) -> None:
-    with user_errors():
+    with user_errors(), signals_interrupt():  # a stop signal: one line on what is done
         check_config(cfg, "predict")  # before anything is written or fetched
         predict(cfg, command_line_keys())
 

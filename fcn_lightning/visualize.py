@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 from PIL import Image
 
@@ -69,3 +72,10 @@ def sample_grid(
             grid[y : y + h, x : x + w] = panel
         y += h + gap
     return grid
+
+
+def save_whole(image: Image.Image, path: Path, fmt: str) -> None:
+    """Write ``path`` under a temporary name first: a stopped command leaves no half file."""
+    partial = path.with_name(f".{path.name}.tmp")
+    image.save(partial, format=fmt)
+    os.replace(partial, path)

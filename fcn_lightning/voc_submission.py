@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import tarfile
 from collections.abc import Callable
 from pathlib import Path
@@ -33,7 +32,8 @@ from fcn_lightning.data.readers import read_image
 from fcn_lightning.errors import ConfigError, DataError
 from fcn_lightning.run.console import log
 from fcn_lightning.run.progress import track
-from fcn_lightning.visualize import palette_image
+from fcn_lightning.run.signals import Interrupted, stopped
+from fcn_lightning.visualize import palette_image, save_whole
 from fcn_lightning.voc_tarball import (
     NUM_CLASSES,
     human_size,
@@ -211,10 +211,7 @@ def write_masks(
                  len(ids) - len(todo), len(ids), len(todo))  # fmt: skip
     for image_id in track(todo, description=f"VOC{sub.year} {sub.split}", unit="img"):
         label = predict(read_image(sub.jpeg(image_id)))
-        mask = sub.mask_dir / f"{image_id}.png"
-        partial = sub.mask_dir / f".{image_id}.png.tmp"
-        palette_image(label).save(partial, format="PNG")
-        os.replace(partial, mask)
+        save_whole(palette_image(label), sub.mask_dir / f"{image_id}.png", "PNG")
     return len(todo)
 
 
@@ -243,16 +240,14 @@ def submit(
         os.replace(partial, sub.stamp)
     try:
         tarball = _masks_and_tarball(sub, ids, predict)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Interrupted) as stop:
         sub.partial_tarball.unlink(missing_ok=True)
         done = sum((sub.mask_dir / f"{i}.png").is_file() for i in ids)
-        print(
-            f"error: interrupted: {done} of {len(ids)} masks are in {sub.mask_dir}, no "
-            f"tarball was written; the same command with out_dir={sub.out_dir} predicts "
-            "the rest and packs it",
-            file=sys.stderr,
+        stopped(
+            stop,
+            f"{done} of {len(ids)} masks are in {sub.mask_dir}, no tarball was written; the "
+            f"same command with out_dir={sub.out_dir} predicts the rest and packs it",
         )
-        sys.exit(130)  # 128 + SIGINT, as a shell reports it
     print(
         f"VOC{sub.year} {sub.comp} {sub.split}: {tarball} ({len(ids)} masks, md5 "
         f"{md5_of(tarball)}, {human_size(tarball.stat().st_size)}): upload it to the "

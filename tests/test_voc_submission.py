@@ -235,8 +235,9 @@ def test_reruns_resume_keep_a_finished_tarball_and_refuse_another_checkpoint(
     assert tarball.read_bytes() == shipped and not list(masks.iterdir())
 
 
-def test_sigint_mid_way_leaves_no_tarball_and_a_rerun_finishes(ckpts, tmp_path):
-    """A real Ctrl-C while masks are being written (enough images to be mid-way)."""
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["INT", "TERM"])
+def test_a_stop_signal_mid_way_leaves_no_tarball_and_a_rerun_finishes(ckpts, tmp_path, stop):
+    """A real Ctrl-C or scancel while masks are being written (enough images to be mid-way)."""
     count = 16
     ids = [f"2009_{i:06d}" for i in range(count)]
     data, out = tmp_path / "data", tmp_path / "out"
@@ -253,11 +254,11 @@ def test_sigint_mid_way_leaves_no_tarball_and_a_rerun_finishes(ckpts, tmp_path):
         assert job.poll() is None, job.communicate()[1][-2000:]
         assert time.monotonic() < deadline
         time.sleep(0.005)
-    job.send_signal(signal.SIGINT)
+    job.send_signal(stop)
     _, stderr = job.communicate(timeout=120)
-    assert job.returncode == 130, (job.returncode, stderr[-2000:])
+    assert job.returncode == 128 + stop, (job.returncode, stderr[-2000:])
     err = [line for line in stderr.splitlines() if line.startswith("error: ")]
-    assert len(err) == 1 and "interrupted" in err[0], err
+    assert len(err) == 1 and f"interrupted by {stop.name}" in err[0], err
     assert f"the same command with out_dir={out}" in err[0], err
     assert "Traceback" not in stderr
     written = len(list(member_dir.glob("*.png")))
@@ -309,3 +310,35 @@ def test_a_file_in_the_way_of_the_masks_folder_is_one_line(ckpts, tmp_path, monk
     assert len(err) == 1 and err[0].startswith(f"error: out_dir={out}: "), err
     assert str(out / MEMBER_DIR) in err[0]
     assert (out / "results").read_text() == "mine" and sorted(out.iterdir()) == [out / "results"]
+
+
+def test_images_mode_stopped_by_sigterm_says_what_is_done_and_leaves_whole_files(ckpts, tmp_path):
+    """Before: scancel (SIGTERM) ended predict with no word and could cut a PNG short."""
+    count = 40  # enough that the signal lands mid-way
+    tree = make_tree(tmp_path / "data", sizes=[(96, 72)] * count,
+                     ids=[f"img{i:02d}" for i in range(count)])  # fmt: skip
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "fcn_lightning.predict", f"ckpt_path={ckpts['21']}",
+               f"inputs={tree / 'JPEGImages'}", f"out_dir={out}", "device=cpu",
+               f"hydra.run.dir={tmp_path / 'hydra'}"]  # fmt: skip
+    env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}
+    job = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not (out.is_dir() and any(out.glob("*_overlay.jpg"))):
+        assert job.poll() is None, job.communicate()[1][-2000:]
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    job.send_signal(signal.SIGTERM)
+    _, stderr = job.communicate(timeout=120)
+    assert job.returncode == 143, (job.returncode, stderr[-2000:])
+    err = [line for line in stderr.splitlines() if line.startswith("error: ")]
+    assert len(err) == 1 and err[0].startswith("error: interrupted by SIGTERM: "), err
+    assert f"have their mask and overlay in {out}" in err[0] and "Traceback" not in stderr
+    assert not list(out.glob(".*.tmp"))  # no file half written
+    masks = sorted(out.glob("img*.png"))
+    assert 0 < len(masks) < count
+    for mask in masks:
+        with Image.open(mask) as im:
+            assert im.mode == "P" and im.size == (96, 72)
+            im.load()

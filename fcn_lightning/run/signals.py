@@ -13,12 +13,14 @@ requeue``. A second Ctrl-C stops at once, saving nothing more.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from types import FrameType
 from typing import Any, NoReturn
 
@@ -98,3 +100,39 @@ def requeue_slurm_job(job_id: str) -> None:
         log.warning("requeued SLURM job %s: it resumes from last.ckpt", job_id)
     else:
         log.warning("scontrol requeue %s failed: %s", job_id, done.stderr.strip())
+
+
+class Interrupted(BaseException):
+    """A stop signal received by a command that is not a training run (predict): it ends
+    the work where it is, like Ctrl-C, so the command can say what was done."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def signals_interrupt() -> Iterator[None]:
+    """Every stop signal (SIGINT, SIGTERM, USR1, USR2) raises `Interrupted` while inside:
+    without it SIGTERM would end the process with no word and half a file."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise Interrupted(signum)
+
+    previous = {signum: signal.signal(signum, interrupt) for signum in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+
+
+def stopped(stop: BaseException, done: str) -> NoReturn:
+    """One line on an interrupted command (`Interrupted` or Ctrl-C) saying what it had
+    done; exit 128 + the signal's number, as a shell reports a process it stopped."""
+    signum = stop.signum if isinstance(stop, Interrupted) else signal.SIGINT
+    print(f"error: interrupted by {signal.Signals(signum).name}: {done}", file=sys.stderr)
+    sys.exit(exit_code(signum))
