@@ -100,7 +100,10 @@ class RunDirRecord(Callback):
             run_dir = Path(str(config.hydra.run.dir)).absolute()
         except Exception:  # a run dir Hydra cannot resolve: it says so itself
             return
-        _launch.update(run_dir=run_dir, existed=run_dir.exists())
+        # The highest folder this launch creates (logs/ on a first run): a refused start
+        # removes the empty ones it made, up to that one, and no other.
+        made = [p for p in (run_dir, *run_dir.parents) if not p.exists()]
+        _launch.update(run_dir=run_dir, existed=run_dir.exists(), top=made[-1] if made else None)
         try:  # Hydra would fail on it with a traceback
             run_dir.mkdir(parents=True, exist_ok=True)
         except OSError as err:
@@ -131,6 +134,22 @@ def _remove_new_run_dir() -> None:
     if not own:  # Hydra's notes, the log, the lock and empty folders only
         _close_logs_in(run_dir)
         shutil.rmtree(run_dir, ignore_errors=True)
+        _remove_empty_parents(run_dir, _launch.get("top"))
+
+
+def _remove_empty_parents(run_dir: Path, top: Path | None) -> None:
+    """The folders above ``run_dir`` that this launch created, while they are empty."""
+    if top is None or top == run_dir:
+        return
+    for folder in run_dir.parents:
+        if not folder.is_relative_to(top):
+            return
+        try:
+            folder.rmdir()  # only if empty: another run's folder stays
+        except OSError:
+            return
+        if folder == top:
+            return
 
 
 def _close_logs_in(folder: Path) -> None:

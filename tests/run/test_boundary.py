@@ -72,3 +72,17 @@ def test_a_failed_start_removes_only_the_run_dir_it_created(data_dir, tmp_path, 
     assert not new.exists()
     assert (kept / "notes.txt").read_text() == "mine"  # a folder that was there stays
     assert len(error_lines(capfd.readouterr().err)) == 2
+
+
+def test_a_failed_start_removes_the_empty_parents_it_made_and_no_others(
+    data_dir, tmp_path, monkeypatch, capfd
+):
+    monkeypatch.chdir(tmp_path)
+    first = tmp_path / "logs" / "train" / "runs" / "a"  # logs/ itself is new
+    assert run_entry("train", [*tiny_overrides(data_dir, first), "optim.lr=-1"], monkeypatch) == 2
+    assert list(tmp_path.iterdir()) == []  # not even an empty logs/train/runs
+    (tmp_path / "logs" / "other").mkdir(parents=True)  # another run's folder
+    second = tmp_path / "logs" / "train" / "runs" / "b"
+    assert run_entry("train", [*tiny_overrides(data_dir, second), "optim.lr=-1"], monkeypatch) == 2
+    assert sorted(p.name for p in (tmp_path / "logs").iterdir()) == ["other"]
+    assert len(error_lines(capfd.readouterr().err)) == 2
