@@ -116,17 +116,17 @@ def _voc_split(root: Path, split: str) -> list[Sample]:
         there = sorted(p.stem for p in listing.parent.glob("*.txt"))
         raise DataError(f"{listing} is missing: split {split} needs it (splits there: {there})")
     samples, no_image, no_mask = [], [], []
+    # One listing of each folder, its suffixes in any case (a camera's .JPG, Windows' .PNG).
+    images = _by_stem(root / "JPEGImages", IMAGE_SUFFIXES)
+    masks = _by_stem(root / "SegmentationClass", (".png",))
     for i in read_id_list(listing):
-        image = next(
-            (p for s in IMAGE_SUFFIXES if (p := root / "JPEGImages" / f"{i}{s}").is_file()),
-            None,
-        )
-        mask = root / "SegmentationClass" / f"{i}.png"
+        image = images.get(i) or _probe(root / "JPEGImages", i, IMAGE_SUFFIXES)
+        mask = masks.get(i) or _probe(root / "SegmentationClass", i, (".png",))
         if image is None:
             no_image.append(root / "JPEGImages" / f"{i}.jpg")
-        if not mask.is_file():
-            no_mask.append(mask)
-        if image is not None and mask.is_file():
+        if mask is None:
+            no_mask.append(root / "SegmentationClass" / f"{i}.png")
+        if image is not None and mask is not None:
             samples.append(Sample(i, image, mask))
     for missing, what in ((no_mask, "mask"), (no_image, "image")):
         if missing:
@@ -135,6 +135,24 @@ def _voc_split(root: Path, split: str) -> list[Sample]:
                 f"ID(s) without one): add the {what}s, or drop those IDs from the list"
             )
     return samples
+
+
+def _by_stem(folder: Path, suffixes: tuple[str, ...]) -> dict[str, Path]:
+    """The files of `folder` with one of `suffixes` (any case) by stem, the first suffix of
+    `suffixes` winning where a stem has several (`.jpg` before `.png`, as before)."""
+    if not folder.is_dir():
+        return {}
+    found: dict[str, Path] = {}
+    rank = {s: k for k, s in enumerate(suffixes)}
+    for path in sorted(folder.iterdir(), key=lambda p: (rank.get(p.suffix.lower(), 99), p.name)):
+        if path.suffix.lower() in rank and not path.name.startswith("."):
+            found.setdefault(path.stem, path)
+    return found
+
+
+def _probe(folder: Path, i: str, suffixes: tuple[str, ...]) -> Path | None:
+    """An ID with folders in it (`2008/000123`): its file, looked up one by one."""
+    return next((p for s in suffixes if (p := folder / f"{i}{s}").is_file()), None)
 
 
 def absolute_root(root: Any) -> str | None:

@@ -105,9 +105,10 @@ def read_mat_label(path: Path) -> torch.Tensor:
 
 def read_label(path: Path) -> tv_tensors.Mask:
     """The class-index label at `path` (.png or SBD .mat) as uint8, H x W."""
-    if path.suffix == ".mat":
+    suffix = path.suffix.lower()  # a camera's or Windows' .PNG is a PNG all the same
+    if suffix == ".mat":
         label = read_mat_label(path)
-    elif path.suffix == ".png":
+    elif suffix == ".png":
         label = read_png_label(path)
     else:
         raise SampleError(f"{path}: unknown label format (expected .png or .mat)")

@@ -1,0 +1,120 @@
+"""data=folder attacked as a careless user would: upper-case suffixes, an edited
+classes.txt under a resumed run, ... Each case is the user's own tree, built here, run
+through the real entry points' code; each expects the exact result or one refusal line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import open_dict
+from PIL import Image
+
+from fcn_lightning.data.folder import folder_problems, folder_split
+from fcn_lightning.data.readers import read_label
+from fcn_lightning.run.boundary import user_errors
+from fcn_lightning.run.check_config import check_config
+from fcn_lightning.train import train
+from tests.data.test_folder_dataset import TINY, make_tree
+from tests.train_helpers import CONF
+
+
+def folder_data(root: Path, layout: str = "auto") -> dict:
+    return {"root": str(root), "layout": layout, "classes": str(root / "classes.txt"),
+            "train_split": "train", "val_split": "val"}  # fmt: skip
+
+
+def upper_case_suffixes(root: Path) -> None:
+    for path in sorted(p for p in root.rglob("*") if p.suffix in (".png", ".jpg", ".jpeg")):
+        path.rename(path.with_suffix(path.suffix.upper()))
+
+
+@pytest.mark.parametrize("layout", ["folders", "voc"])
+def test_upper_case_suffixes_are_read_as_their_lower_case(tmp_path, layout):
+    """`IMG_0001.JPG` / `IMG_0001.PNG` as cameras and Windows tools name them: the check
+    passes and every mask reads back as written (it said 'unknown label format')."""
+    written = make_tree(tmp_path, layout)
+    upper_case_suffixes(tmp_path)
+    assert folder_problems(folder_data(tmp_path), ["train", "val"]) == []
+    for split, masks in written.items():
+        samples = folder_split(tmp_path, split)
+        assert [s.id for s in samples] == sorted(masks)
+        for sample in samples:
+            assert sample.label.suffix == ".PNG" and sample.image.suffix.isupper()
+            with Image.open(sample.label) as im:  # an independent read: the pixel values
+                values = np.array(im.convert("L") if im.mode == "1" else im).astype(np.uint8)
+            if im.mode == "1":
+                values = (values > 0).astype(np.uint8)
+            assert np.array_equal(read_label(sample.label).numpy(), values)
+            assert np.array_equal(values, masks[sample.id])
+
+
+# -- resume after classes.txt changed -------------------------------------------------------
+
+
+def train_cfg(root: Path, run: Path, *extra: str):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("train", overrides=["data=folder", f"data.root={root}", *TINY,
+                                          "trainer.max_steps=1", *extra])  # fmt: skip
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(run)
+    return cfg
+
+
+EDITS = {
+    "a name": (lambda t: t.replace("road", "street"), "class 1 was 'road', now 'street'"),
+    "a colour": (lambda t: t.replace("#804080", "#804081"),
+                 "was coloured [128, 64, 128], now [128, 64, 129]"),
+    "the count": (lambda t: t + "car 1 2 3\r\n", "3 classes then, 4 now"),
+}  # fmt: skip
+
+
+def trained(base: Path) -> tuple[Path, Path]:
+    """A 1-step run on a folder under `base`: (the folder, the run directory)."""
+    root, run = base / "data", base / "run"
+    make_tree(root)
+    cfg = train_cfg(root, run)
+    check_config(cfg, "train")
+    train(cfg)
+    return root, run
+
+
+@pytest.mark.parametrize("edit", list(EDITS))
+def test_a_resume_after_classes_txt_changed_is_refused_naming_data_classes(tmp_path, capsys, edit):
+    root, run = trained(tmp_path)
+    classes = root / "classes.txt"
+    change, expect = EDITS[edit]
+    classes.write_bytes(change(classes.read_bytes().decode("utf-8")).encode("utf-8"))
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    cfg = train_cfg(root, run, "trainer.max_steps=2")
+    with pytest.raises(SystemExit) as exit_info, user_errors():
+        check_config(cfg, "train")
+        train(cfg)
+    assert exit_info.value.code == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, errors
+    assert f"data.classes={classes} changed" in errors[0] and expect in errors[0], errors[0]
+    assert "resume.allow_changes=[data.classes]" in errors[0]
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+
+
+def test_a_resume_may_take_a_renamed_class_when_allowed(tmp_path):
+    root, run = trained(tmp_path)
+    classes = root / "classes.txt"
+    classes.write_text(classes.read_text(encoding="utf-8-sig").replace("road", "street"))
+    cfg = train_cfg(root, run, "trainer.max_steps=2", "resume.allow_changes=[data.classes]")
+    check_config(cfg, "train")
+    train(cfg)
+    saved = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert saved["global_step"] == 2
+    assert saved["hyper_parameters"]["class_names"] == ["background", "street", "traffic light"]
+
+
+def test_an_unchanged_classes_txt_resumes(tmp_path):
+    root, run = trained(tmp_path)
+    train(train_cfg(root, run, "trainer.max_steps=2"))
+    saved = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert saved["global_step"] == 2
