@@ -19,7 +19,7 @@ from fcn_lightning.run.boundary import user_errors
 from fcn_lightning.run.check_config import check_config
 from fcn_lightning.train import train
 from tests.data.test_folder_dataset import TINY, make_tree
-from tests.train_helpers import CONF
+from tests.train_helpers import CONF, run_module
 
 
 def folder_data(root: Path, layout: str = "auto") -> dict:
@@ -118,3 +118,21 @@ def test_an_unchanged_classes_txt_resumes(tmp_path):
     train(train_cfg(root, run, "trainer.max_steps=2"))
     saved = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert saved["global_step"] == 2
+
+
+def test_eval_on_a_folder_whose_classes_txt_names_other_classes_is_refused(tmp_path):
+    """Same count, other names: the masks' values mean other classes than the model's, so
+    a table under the checkpoint's names would be a silent wrong score."""
+    root, run = trained(tmp_path)
+    classes = root / "classes.txt"
+    classes.write_text(classes.read_text(encoding="utf-8-sig").replace("road", "river"))
+    out = tmp_path / "eval"
+    scored = run_module(
+        "fcn_lightning.eval", f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}", "data=folder",
+        f"data.root={root}", "num_workers=0", f"hydra.run.dir={out}", cwd=tmp_path,
+    )  # fmt: skip
+    errors = [line for line in scored.stderr.splitlines() if line.startswith("error:")]
+    assert scored.returncode == 2 and len(errors) == 1, scored.stderr[-2000:]
+    assert errors[0].startswith(f"error: {classes} names the classes [background, river,")
+    assert "trained with [background, road, traffic light]" in errors[0]
+    assert not (out / "metrics.json").exists()
