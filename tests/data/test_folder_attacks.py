@@ -136,3 +136,24 @@ def test_eval_on_a_folder_whose_classes_txt_names_other_classes_is_refused(tmp_p
     assert errors[0].startswith(f"error: {classes} names the classes [background, river,")
     assert "trained with [background, road, traffic light]" in errors[0]
     assert not (out / "metrics.json").exists()
+
+
+def test_a_short_palette_mask_says_void_came_back_as_another_value(tmp_path):
+    """Pillow writes a 3-colour palette image at 2 bits: void 255 is stored as 3. 'Add the
+    classes to classes.txt' would be the wrong fix, so the line says what happened."""
+    make_tree(tmp_path)
+    mask = np.zeros((24, 32), np.uint8)
+    mask[:4] = 255
+    path = tmp_path / "masks" / "train" / "train01.png"
+    image = Image.fromarray(mask, mode="P")
+    image.putpalette([0, 0, 0, 128, 64, 128, 250, 170, 30])
+    image.save(path)
+    assert path.read_bytes()[24] == 2  # IHDR bit depth, read here independently
+    with Image.open(path) as im:
+        assert int(np.array(im).max()) == 3  # what the file holds
+    problems = folder_problems(folder_data(tmp_path), ["train", "val"])
+    assert len(problems) == 1
+    assert str(problems[0]).startswith(f"{path}: value 3 beyond the 3 classes")
+    assert "a 2-bit palette PNG: void 255 saved with a short palette comes back as 3" in str(
+        problems[0]
+    )
