@@ -4,6 +4,7 @@ through the real entry points' code; each expects the exact result or one refusa
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -157,3 +158,13 @@ def test_a_short_palette_mask_says_void_came_back_as_another_value(tmp_path):
     assert "a 2-bit palette PNG: void 255 saved with a short palette comes back as 3" in str(
         problems[0]
     )
+
+
+def test_a_class_name_with_a_pipe_keeps_the_markdown_table_two_columns():
+    from fcn_lightning.metrics import SCORE_NAMES, markdown_table
+
+    scores = {**dict.fromkeys(SCORE_NAMES, 0.5), "iu": {"bg": 0.25, "car|truck": 0.75}}
+    rows = markdown_table(scores).splitlines()[-2:]
+    # Cells as a Markdown renderer splits them: on every "|" not escaped by a backslash.
+    cells = [[c.strip() for c in re.split(r"(?<!\\)\|", row)[1:-1]] for row in rows]
+    assert cells == [["bg", "25.0"], [r"car\|truck", "75.0"]]
