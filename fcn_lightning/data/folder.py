@@ -71,12 +71,21 @@ def folder_split(root: Path | str, split: str, layout: str = "auto") -> list[Sam
     return samples
 
 
+# Files a file manager leaves in every folder it shows (macOS: .DS_Store, ._*; Windows:
+# thumbnail caches and folder settings): no user put them there, so they are skipped.
+SYSTEM_FILES = frozenset({"thumbs.db", "ehthumbs.db", "desktop.ini"})
+
+
+def _system_file(name: str) -> bool:
+    return name.startswith(".") or name.lower() in SYSTEM_FILES
+
+
 def _files(folder: Path, suffixes: tuple[str, ...], what: str, split: str) -> dict[str, Path]:
     if not folder.is_dir():
         others = sorted(p.name for p in folder.parent.iterdir() if p.is_dir())
         raise DataError(f"{folder} is missing: split {split} needs it (splits there: {others})")
     by_stem: dict[str, Path] = {}
-    entries = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+    entries = sorted(p for p in folder.iterdir() if not _system_file(p.name))
     stray = [p for p in entries if p.is_dir() or p.suffix.lower() not in suffixes]
     if stray:
         raise DataError(
@@ -145,7 +154,7 @@ def _by_stem(folder: Path, suffixes: tuple[str, ...]) -> dict[str, Path]:
     found: dict[str, Path] = {}
     rank = {s: k for k, s in enumerate(suffixes)}
     for path in sorted(folder.iterdir(), key=lambda p: (rank.get(p.suffix.lower(), 99), p.name)):
-        if path.suffix.lower() in rank and not path.name.startswith("."):
+        if path.suffix.lower() in rank and not _system_file(path.name):
             found.setdefault(path.stem, path)
     return found
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from fcn_lightning.data.label_png import png_header
+from fcn_lightning.data.label_png import short_palette_hint
 from fcn_lightning.data.orientation import QUARTER_TURNS, exif_orientation
 from fcn_lightning.data.readers import IGNORE_INDEX, read_label
 from fcn_lightning.data.sample_files import SampleError
@@ -30,22 +30,6 @@ def upright_size(path: Path) -> tuple[int, int]:
     if exif_orientation(path) in QUARTER_TURNS:
         return width, height
     return height, width
-
-
-def _short_palette(path: Path, values: list[int]) -> str:
-    """Why a palette PNG of fewer than 8 bits may hold a value no one drew: Pillow saves an
-    image with a short palette (say 3 colours) at 2 bits, so void (255) comes back as 3."""
-    with open(path, "rb") as file:
-        header = png_header(file.read(26))
-    if header is None or header[1] != 3 or header[0] >= 8:  # colour type 3: palette
-        return ""
-    top = 2 ** header[0] - 1
-    if top not in values:
-        return ""
-    return (
-        f" (a {header[0]}-bit palette PNG: void 255 saved with a short palette comes back as "
-        f"{top}; give the palette all 256 colours, e.g. PIL's putpalette with 768 values)"
-    )
 
 
 def scan_pairs(
@@ -69,7 +53,7 @@ def scan_pairs(
         wrong = (label >= num_classes) & (label != IGNORE_INDEX)
         if bool(wrong.any()):
             values = [int(v) for v in torch.unique(label[wrong])[:4]]
-            hint = _short_palette(sample.label, values)
+            hint = short_palette_hint(sample.label, values)
             beyond.append(
                 f"{sample.label}: value{'s' * (len(values) > 1)} "
                 f"{', '.join(map(str, values))} beyond the {num_classes} classes of {classes} "

@@ -139,25 +139,37 @@ def test_eval_on_a_folder_whose_classes_txt_names_other_classes_is_refused(tmp_p
     assert not (out / "metrics.json").exists()
 
 
-def test_a_short_palette_mask_says_void_came_back_as_another_value(tmp_path):
-    """Pillow writes a 3-colour palette image at 2 bits: void 255 is stored as 3. 'Add the
-    classes to classes.txt' would be the wrong fix, so the line says what happened."""
-    make_tree(tmp_path)
+def short_palette_mask(root: Path) -> Path:
+    """A mask saved as users do with a 3-colour palette: Pillow writes it at 2 bits."""
     mask = np.zeros((24, 32), np.uint8)
     mask[:4] = 255
-    path = tmp_path / "masks" / "train" / "train01.png"
+    path = root / "masks" / "train" / "train01.png"
     image = Image.fromarray(mask, mode="P")
     image.putpalette([0, 0, 0, 128, 64, 128, 250, 170, 30])
     image.save(path)
+    return path
+
+
+SHORT = "a 2-bit palette PNG: void 255 saved with a short palette comes back as 3"
+
+
+def test_a_short_palette_mask_says_void_came_back_as_another_value(tmp_path):
+    """Void 255 is stored as 3. 'Add the classes to classes.txt' would be the wrong fix,
+    so the check before training and verify_data both say what happened."""
+    from fcn_lightning.verify_data import verify_data
+    from tests.data_fakes import compose_config
+
+    make_tree(tmp_path)
+    path = short_palette_mask(tmp_path)
     assert path.read_bytes()[24] == 2  # IHDR bit depth, read here independently
     with Image.open(path) as im:
         assert int(np.array(im).max()) == 3  # what the file holds
     problems = folder_problems(folder_data(tmp_path), ["train", "val"])
     assert len(problems) == 1
     assert str(problems[0]).startswith(f"{path}: value 3 beyond the 3 classes")
-    assert "a 2-bit palette PNG: void 255 saved with a short palette comes back as 3" in str(
-        problems[0]
-    )
+    assert SHORT in str(problems[0])
+    result = verify_data(compose_config(["data=folder", f"data.root={tmp_path}", "num_workers=0"]))
+    assert len(result.problems) == 1 and SHORT in result.problems[0], result.problems
 
 
 def test_a_class_name_with_a_pipe_keeps_the_markdown_table_two_columns():
@@ -168,3 +180,16 @@ def test_a_class_name_with_a_pipe_keeps_the_markdown_table_two_columns():
     # Cells as a Markdown renderer splits them: on every "|" not escaped by a backslash.
     cells = [[c.strip() for c in re.split(r"(?<!\\)\|", row)[1:-1]] for row in rows]
     assert cells == [["bg", "25.0"], [r"car\|truck", "75.0"]]
+
+
+def test_file_manager_files_are_skipped_and_other_strays_still_refused(tmp_path):
+    written = make_tree(tmp_path)
+    for folder in ("images", "masks"):
+        for name in (".DS_Store", "._train00.png", "Thumbs.db", "desktop.ini"):
+            (tmp_path / folder / "train" / name).write_bytes(b"\x00junk")
+    assert folder_problems(folder_data(tmp_path), ["train", "val"]) == []
+    assert [s.id for s in folder_split(tmp_path, "train")] == sorted(written["train"])
+    stray = tmp_path / "images" / "train" / "Thumbs.db.bak"
+    stray.write_bytes(b"x")
+    (problem,) = folder_problems(folder_data(tmp_path), ["train", "val"])
+    assert str(problem).startswith(f"{stray}: not an image")
