@@ -128,7 +128,14 @@ def _voc_split(root: Path, split: str) -> list[Sample]:
     # One listing of each folder, its suffixes in any case (a camera's .JPG, Windows' .PNG).
     images = _by_stem(root / "JPEGImages", IMAGE_SUFFIXES)
     masks = _by_stem(root / "SegmentationClass", (".png",))
-    for i in read_id_list(listing):
+    ids = read_id_list(listing)
+    suffixed = [i for i in ids if Path(i).suffix.lower() in IMAGE_SUFFIXES]
+    if suffixed and not any(images.get(i) for i in suffixed):
+        raise DataError(
+            f"{listing}: ID {suffixed[0]!r} has a file suffix ({len(suffixed)} such ID(s)): an "
+            f"ID is the name without it ({Path(suffixed[0]).stem!r}); drop the suffixes"
+        )
+    for i in ids:
         image = images.get(i) or _probe(root / "JPEGImages", i, IMAGE_SUFFIXES)
         mask = masks.get(i) or _probe(root / "SegmentationClass", i, (".png",))
         if image is None:

@@ -193,3 +193,12 @@ def test_file_manager_files_are_skipped_and_other_strays_still_refused(tmp_path)
     stray.write_bytes(b"x")
     (problem,) = folder_problems(folder_data(tmp_path), ["train", "val"])
     assert str(problem).startswith(f"{stray}: not an image")
+
+
+def test_a_voc_list_of_file_names_says_ids_have_no_suffix(tmp_path):
+    make_tree(tmp_path, "voc")
+    listing = tmp_path / "ImageSets" / "Segmentation" / "train.txt"
+    listing.write_text("".join(f"{i}.jpg\n" for i in listing.read_text().split()))
+    (problem,) = folder_problems(folder_data(tmp_path), ["train", "val"])
+    assert str(problem).startswith(f"{listing}: ID 'train00.jpg' has a file suffix (4 such ID")
+    assert "'train00'" in str(problem)
