@@ -185,9 +185,11 @@ def check_root(data: Mapping[str, Any]) -> None:
     """A data=folder root that is not there, refused before anything else compares the
     config with a run's (its class count is only a placeholder without the folder)."""
     root = data.get("root")
-    if root is not None and str(root).strip() and not Path(str(root)).expanduser().is_dir():
+    path = Path(str(root)).expanduser()
+    if root is not None and str(root).strip() and not path.is_dir():
+        what = "is a file, not a folder" if path.exists() else "no such folder"
         raise DataError(
-            f"data.root={root}: no such folder; point it at your dataset (ROOT/images/<split>, "
+            f"data.root={root}: {what}; point it at your dataset (ROOT/images/<split>, "
             "ROOT/masks/<split> and ROOT/classes.txt, or a VOC-style tree; docs/own_dataset.md)"
         )
 

@@ -202,3 +202,20 @@ def test_a_voc_list_of_file_names_says_ids_have_no_suffix(tmp_path):
     (problem,) = folder_problems(folder_data(tmp_path), ["train", "val"])
     assert str(problem).startswith(f"{listing}: ID 'train00.jpg' has a file suffix (4 such ID")
     assert "'train00'" in str(problem)
+
+
+def test_a_data_root_that_is_a_file_says_so(tmp_path, capsys):
+    make_tree(tmp_path / "data")
+    archive = tmp_path / "data.zip"
+    archive.write_bytes(b"PK\x03\x04")
+    cfg = train_cfg(archive, tmp_path / "run")
+    with pytest.raises(SystemExit) as exit_info, user_errors():
+        check_config(cfg, "train")
+        train(cfg)
+    assert exit_info.value.code == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith(
+        f"error: data.root={archive}: is a file, not a folder; point it at your dataset"
+    ), errors
+    run = tmp_path / "run"  # (its lock file aside: train holds it while it checks)
+    assert not run.exists() or not any(p.is_file() for p in run.rglob("*") if ".lock" not in p.name)
