@@ -149,6 +149,13 @@ def check_class_names(
             f"ckpt_path={cfg.ckpt_path} was trained with {_few(trained.class_names)}; drop "
             "the override: the table uses the checkpoint's class names"
         )
+    if datamodule.hparams.root is not None:  # data=folder: its masks mean its own list's
+        raise ConfigError(
+            f"{datamodule.hparams.classes} names the classes {_few(names)} (data.classes of "
+            f"data.root={datamodule.hparams.root}) but ckpt_path={cfg.ckpt_path} was trained "
+            f"with {_few(trained.class_names)}: its masks' values mean other classes; score "
+            "on a folder labelled with the checkpoint's classes, or restore that classes.txt"
+        )
     log.info(
         "data.classes=%s (a preset's default) replaced by the checkpoint's class names",
         datamodule.hparams.classes,

@@ -97,5 +97,7 @@ def markdown_table(scores: dict[str, Any]) -> str:
         "| class | IU |",
         "|---|---|",
     ]
-    lines += [f"| {name} | {pct(iu)} |" for name, iu in scores["iu"].items()]
+    # A class name of a user's classes.txt may hold "|", which would end its cell.
+    cells = {str(name).replace("|", r"\|"): iu for name, iu in scores["iu"].items()}
+    lines += [f"| {name} | {pct(iu)} |" for name, iu in cells.items()]
     return "\n".join(lines) + "\n"

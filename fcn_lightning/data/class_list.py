@@ -150,3 +150,30 @@ def file_palette(classes: str, names: Sequence[str]) -> list[list[int]] | None:
     if classes == "synthetic" or resource_path(classes, CLASSES_FILE).is_file():
         return None  # a shipped list: predict's VOC colours, as before
     return class_palette(names, read_class_list(Path(classes).expanduser()).colours)
+
+
+def changed_classes(
+    classes: str, names: Sequence[str] | None, palette: Sequence[Sequence[int]] | None
+) -> str | None:
+    """How the class list `classes` differs from the `names` and `palette` a checkpoint
+    recorded, in a few words; None if it does not.
+
+    `data.classes` is a path, so a resume sees the same setting when the file's lines
+    changed under it: the names and colours themselves are what training used."""
+    from fcn_lightning.data.splits import load_class_names
+
+    if names is None:  # a checkpoint from before class names were recorded
+        return None
+    now = load_class_names(classes)
+    if list(now) != list(names):
+        if len(now) != len(names):
+            return f"{len(names)} classes then, {len(now)} now"
+        k = next(k for k, (a, b) in enumerate(zip(names, now, strict=True)) if a != b)
+        return f"class {k} was {names[k]!r}, now {now[k]!r}"
+    colours = file_palette(classes, now)
+    if palette is not None and colours is not None and len(palette) == len(colours):
+        then = [[int(v) for v in c] for c in palette]
+        for k, (a, b) in enumerate(zip(then, colours, strict=True)):
+            if a != b:
+                return f"class {k} ({now[k]!r}) was coloured {a}, now {b}"
+    return None

@@ -71,12 +71,21 @@ def folder_split(root: Path | str, split: str, layout: str = "auto") -> list[Sam
     return samples
 
 
+# Files a file manager leaves in every folder it shows (macOS: .DS_Store, ._*; Windows:
+# thumbnail caches and folder settings): no user put them there, so they are skipped.
+SYSTEM_FILES = frozenset({"thumbs.db", "ehthumbs.db", "desktop.ini"})
+
+
+def _system_file(name: str) -> bool:
+    return name.startswith(".") or name.lower() in SYSTEM_FILES
+
+
 def _files(folder: Path, suffixes: tuple[str, ...], what: str, split: str) -> dict[str, Path]:
     if not folder.is_dir():
         others = sorted(p.name for p in folder.parent.iterdir() if p.is_dir())
         raise DataError(f"{folder} is missing: split {split} needs it (splits there: {others})")
     by_stem: dict[str, Path] = {}
-    entries = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+    entries = sorted(p for p in folder.iterdir() if not _system_file(p.name))
     stray = [p for p in entries if p.is_dir() or p.suffix.lower() not in suffixes]
     if stray:
         raise DataError(
@@ -116,17 +125,24 @@ def _voc_split(root: Path, split: str) -> list[Sample]:
         there = sorted(p.stem for p in listing.parent.glob("*.txt"))
         raise DataError(f"{listing} is missing: split {split} needs it (splits there: {there})")
     samples, no_image, no_mask = [], [], []
-    for i in read_id_list(listing):
-        image = next(
-            (p for s in IMAGE_SUFFIXES if (p := root / "JPEGImages" / f"{i}{s}").is_file()),
-            None,
+    # One listing of each folder, its suffixes in any case (a camera's .JPG, Windows' .PNG).
+    images = _by_stem(root / "JPEGImages", IMAGE_SUFFIXES)
+    masks = _by_stem(root / "SegmentationClass", (".png",))
+    ids = read_id_list(listing)
+    suffixed = [i for i in ids if Path(i).suffix.lower() in IMAGE_SUFFIXES]
+    if suffixed and not any(images.get(i) for i in suffixed):
+        raise DataError(
+            f"{listing}: ID {suffixed[0]!r} has a file suffix ({len(suffixed)} such ID(s)): an "
+            f"ID is the name without it ({Path(suffixed[0]).stem!r}); drop the suffixes"
         )
-        mask = root / "SegmentationClass" / f"{i}.png"
+    for i in ids:
+        image = images.get(i) or _probe(root / "JPEGImages", i, IMAGE_SUFFIXES)
+        mask = masks.get(i) or _probe(root / "SegmentationClass", i, (".png",))
         if image is None:
             no_image.append(root / "JPEGImages" / f"{i}.jpg")
-        if not mask.is_file():
-            no_mask.append(mask)
-        if image is not None and mask.is_file():
+        if mask is None:
+            no_mask.append(root / "SegmentationClass" / f"{i}.png")
+        if image is not None and mask is not None:
             samples.append(Sample(i, image, mask))
     for missing, what in ((no_mask, "mask"), (no_image, "image")):
         if missing:
@@ -135,6 +151,24 @@ def _voc_split(root: Path, split: str) -> list[Sample]:
                 f"ID(s) without one): add the {what}s, or drop those IDs from the list"
             )
     return samples
+
+
+def _by_stem(folder: Path, suffixes: tuple[str, ...]) -> dict[str, Path]:
+    """The files of `folder` with one of `suffixes` (any case) by stem, the first suffix of
+    `suffixes` winning where a stem has several (`.jpg` before `.png`, as before)."""
+    if not folder.is_dir():
+        return {}
+    found: dict[str, Path] = {}
+    rank = {s: k for k, s in enumerate(suffixes)}
+    for path in sorted(folder.iterdir(), key=lambda p: (rank.get(p.suffix.lower(), 99), p.name)):
+        if path.suffix.lower() in rank and not _system_file(path.name):
+            found.setdefault(path.stem, path)
+    return found
+
+
+def _probe(folder: Path, i: str, suffixes: tuple[str, ...]) -> Path | None:
+    """An ID with folders in it (`2008/000123`): its file, looked up one by one."""
+    return next((p for s in suffixes if (p := folder / f"{i}{s}").is_file()), None)
 
 
 def absolute_root(root: Any) -> str | None:
@@ -151,9 +185,11 @@ def check_root(data: Mapping[str, Any]) -> None:
     """A data=folder root that is not there, refused before anything else compares the
     config with a run's (its class count is only a placeholder without the folder)."""
     root = data.get("root")
-    if root is not None and str(root).strip() and not Path(str(root)).expanduser().is_dir():
+    path = Path(str(root)).expanduser()
+    if root is not None and str(root).strip() and not path.is_dir():
+        what = "is a file, not a folder" if path.exists() else "no such folder"
         raise DataError(
-            f"data.root={root}: no such folder; point it at your dataset (ROOT/images/<split>, "
+            f"data.root={root}: {what}; point it at your dataset (ROOT/images/<split>, "
             "ROOT/masks/<split> and ROOT/classes.txt, or a VOC-style tree; docs/own_dataset.md)"
         )
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from fcn_lightning.data.label_png import short_palette_hint
 from fcn_lightning.data.orientation import QUARTER_TURNS, exif_orientation
 from fcn_lightning.data.readers import IGNORE_INDEX, read_label
 from fcn_lightning.data.sample_files import SampleError
@@ -52,10 +53,11 @@ def scan_pairs(
         wrong = (label >= num_classes) & (label != IGNORE_INDEX)
         if bool(wrong.any()):
             values = [int(v) for v in torch.unique(label[wrong])[:4]]
+            hint = short_palette_hint(sample.label, values)
             beyond.append(
                 f"{sample.label}: value{'s' * (len(values) > 1)} "
                 f"{', '.join(map(str, values))} beyond the {num_classes} classes of {classes} "
-                f"(0..{num_classes - 1}, {IGNORE_INDEX} = void)"
+                f"(0..{num_classes - 1}, {IGNORE_INDEX} = void){hint}"
             )
         label_hw = tuple(label.shape[-2:])
         if label_hw != image_hw:

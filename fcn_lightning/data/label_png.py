@@ -21,6 +21,8 @@ EXIF orientation is applied like the images' (`fcn_lightning.data.readers`).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -41,6 +43,25 @@ def png_header(data: bytes) -> tuple[int, int] | None:
     if data[:8] != SIGNATURE or data[12:16] != b"IHDR" or len(data) < 26:
         return None
     return data[24], data[25]
+
+
+def short_palette_hint(path: Path, values: list[int]) -> str:
+    """Why a palette PNG of fewer than 8 bits may hold a value no one drew: Pillow saves an
+    image with a short palette (say 3 colours) at 2 bits, so void (255) comes back as 3."""
+    try:
+        with open(path, "rb") as file:
+            header = png_header(file.read(26))
+    except OSError:  # gone since it was read: the hint is only a hint
+        return ""
+    if header is None or header[1] != 3 or header[0] >= 8:  # colour type 3: palette
+        return ""
+    top = 2 ** header[0] - 1
+    if top not in values:
+        return ""
+    return (
+        f" (a {header[0]}-bit palette PNG: void 255 saved with a short palette comes back as "
+        f"{top}; give the palette all 256 colours, e.g. PIL's putpalette with 768 values)"
+    )
 
 
 def decode_label_png(path, data: bytes) -> torch.Tensor:

@@ -29,7 +29,7 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 from torchvision.io import ImageReadMode, decode_image
 
-from fcn_lightning.data.label_png import decode_label_png
+from fcn_lightning.data.label_png import decode_label_png, short_palette_hint
 from fcn_lightning.data.orientation import turned_apart
 from fcn_lightning.data.sample_files import SampleError, read_bytes, reason, unusable_path
 from fcn_lightning.data.splits import Sample
@@ -105,9 +105,10 @@ def read_mat_label(path: Path) -> torch.Tensor:
 
 def read_label(path: Path) -> tv_tensors.Mask:
     """The class-index label at `path` (.png or SBD .mat) as uint8, H x W."""
-    if path.suffix == ".mat":
+    suffix = path.suffix.lower()  # a camera's or Windows' .PNG is a PNG all the same
+    if suffix == ".mat":
         label = read_mat_label(path)
-    elif path.suffix == ".png":
+    elif suffix == ".png":
         label = read_png_label(path)
     else:
         raise SampleError(f"{path}: unknown label format (expected .png or .mat)")
@@ -139,9 +140,11 @@ def pair_problems(
         )
     bad = stray_values(label, num_classes, ignore_index)
     if bad:
+        png = sample.label.suffix.lower() == ".png"
+        hint = short_palette_hint(sample.label, bad) if png else ""
         problems.append(
             f"{sample.label}: label values {bad} are neither classes 0..{num_classes - 1} nor "
-            f"{ignore_index} (ignore): check data.num_classes, or the label file"
+            f"{ignore_index} (ignore): check data.num_classes, or the label file{hint}"
         )
     return problems
 

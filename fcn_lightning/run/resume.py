@@ -21,6 +21,7 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig
 from pytorch_lightning.utilities import rank_zero_only
 
+from fcn_lightning.data.class_list import changed_classes
 from fcn_lightning.errors import ConfigError
 from fcn_lightning.models.checkpoints import read_checkpoint
 from fcn_lightning.run.config import resolved
@@ -135,6 +136,10 @@ def _resume(cfg: DictConfig, path: str) -> Start:
     saved = checkpoint.get(CONFIG_KEY) or {k: hparams[k] for k in ("model", "optim", "loss")}
     requested = resolved(cfg)
     old, new = flatten(saved), flatten(requested)
+    step = int(checkpoint.get("global_step", 0))
+    allowed = [str(key) for key in (cfg.get("resume") or {}).get("allow_changes") or []]
+    # Before the shapes: an edited classes.txt is what changed model.num_classes.
+    _check_class_list(cfg, hparams, path, step, allowed)
     # The shapes: from the model's own record (hyper_parameters), what its weights are.
     shapes = {**old, **flatten({"model": hparams["model"]})}
     for key in SHAPE_KEYS:
@@ -144,9 +149,7 @@ def _resume(cfg: DictConfig, path: str) -> Start:
                 f"run has {key}={new.get(key)}; resume with the settings it was trained with, "
                 "or start a new run with model.init_from to copy the layers that fit"
             )
-    step = int(checkpoint.get("global_step", 0))
     changes = guarded_changes(old, new)
-    allowed = [str(key) for key in (cfg.get("resume") or {}).get("allow_changes") or []]
     unknown = [name for name in allowed if not any(_named(key, [name]) for key in new)]
     if unknown:
         raise ConfigError(
@@ -165,6 +168,23 @@ def _resume(cfg: DictConfig, path: str) -> Start:
     finished = isinstance(max_steps, int) and 0 <= max_steps <= step
     history = list(checkpoint.get(CHANGES_KEY) or [])
     return Start(path, step=step, finished=finished, changes=changes, history=history)
+
+
+def _check_class_list(
+    cfg: DictConfig, hparams: dict[str, Any], path: str, step: int, allowed: list[str]
+) -> None:
+    """The lines of data.classes as the checkpoint's run read them: the same path may hold
+    another list now (classes.txt edited), which the config comparison cannot see."""
+    classes = (cfg.get("data") or {}).get("classes")
+    if classes is None or _named("data.classes", allowed):
+        return
+    changed = changed_classes(str(classes), hparams.get("class_names"), hparams.get("palette"))
+    if changed is not None:
+        raise ConfigError(
+            f"ckpt_path={path}: resuming at step {step}, but data.classes={classes} changed "
+            f"since the checkpoint's run read it ({changed}); restore that file, or allow it "
+            "with resume.allow_changes=[data.classes]"
+        )
 
 
 def guarded_changes(old: dict[str, Any], new: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
