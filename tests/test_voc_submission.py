@@ -235,6 +235,21 @@ def test_reruns_resume_keep_a_finished_tarball_and_refuse_another_checkpoint(
     assert tarball.read_bytes() == shipped and not list(masks.iterdir())
 
 
+def stopped_mid_way(command, cwd, env, folder, pattern, stop) -> tuple[int, str]:
+    """Run ``command``, send it ``stop`` once ``folder`` holds a ``pattern`` file (it is
+    mid-way), and return its exit status and stderr."""
+    job = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not (folder.is_dir() and any(folder.glob(pattern))):
+        assert job.poll() is None, job.communicate()[1][-2000:]
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    job.send_signal(stop)
+    _, stderr = job.communicate(timeout=120)
+    return job.returncode, stderr
+
+
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["INT", "TERM"])
 def test_a_stop_signal_mid_way_leaves_no_tarball_and_a_rerun_finishes(ckpts, tmp_path, stop):
     """A real Ctrl-C or scancel while masks are being written (enough images to be mid-way)."""
@@ -247,16 +262,8 @@ def test_a_stop_signal_mid_way_leaves_no_tarball_and_a_rerun_finishes(ckpts, tmp
                "format=voc", f"paths.data_dir={data}", f"out_dir={out}", "device=cpu",
                f"hydra.run.dir={tmp_path / 'hydra'}"]  # fmt: skip
     env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}
-    job = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE, text=True)  # fmt: skip
-    deadline = time.monotonic() + 120
-    while not (member_dir.is_dir() and any(member_dir.glob("*.png"))):
-        assert job.poll() is None, job.communicate()[1][-2000:]
-        assert time.monotonic() < deadline
-        time.sleep(0.005)
-    job.send_signal(stop)
-    _, stderr = job.communicate(timeout=120)
-    assert job.returncode == 128 + stop, (job.returncode, stderr[-2000:])
+    returncode, stderr = stopped_mid_way(command, tmp_path, env, member_dir, "*.png", stop)
+    assert returncode == 128 + stop, (returncode, stderr[-2000:])
     err = [line for line in stderr.splitlines() if line.startswith("error: ")]
     assert len(err) == 1 and f"interrupted by {stop.name}" in err[0], err
     assert f"the same command with out_dir={out}" in err[0], err
@@ -322,16 +329,9 @@ def test_images_mode_stopped_by_sigterm_says_what_is_done_and_leaves_whole_files
                f"inputs={tree / 'JPEGImages'}", f"out_dir={out}", "device=cpu",
                f"hydra.run.dir={tmp_path / 'hydra'}"]  # fmt: skip
     env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}
-    job = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE, text=True)  # fmt: skip
-    deadline = time.monotonic() + 120
-    while not (out.is_dir() and any(out.glob("*_overlay.jpg"))):
-        assert job.poll() is None, job.communicate()[1][-2000:]
-        assert time.monotonic() < deadline
-        time.sleep(0.005)
-    job.send_signal(signal.SIGTERM)
-    _, stderr = job.communicate(timeout=120)
-    assert job.returncode == 143, (job.returncode, stderr[-2000:])
+    returncode, stderr = stopped_mid_way(command, tmp_path, env, out, "*_overlay.jpg",
+                                         signal.SIGTERM)  # fmt: skip
+    assert returncode == 143, (returncode, stderr[-2000:])
     err = [line for line in stderr.splitlines() if line.startswith("error: ")]
     assert len(err) == 1 and err[0].startswith("error: interrupted by SIGTERM: "), err
     assert f"have their mask and overlay in {out}" in err[0] and "Traceback" not in stderr
