@@ -16,10 +16,9 @@ from PIL import Image
 
 from fcn_lightning.data.folder import folder_problems, folder_split
 from fcn_lightning.data.readers import read_label
-from fcn_lightning.run.boundary import user_errors
 from fcn_lightning.run.check_config import check_config
 from fcn_lightning.train import train
-from tests.data.test_folder_dataset import TINY, make_tree
+from tests.data.test_folder_dataset import TINY, make_tree, refused_train_line
 from tests.train_helpers import CONF, run_module
 
 
@@ -91,14 +90,9 @@ def test_a_resume_after_classes_txt_changed_is_refused_naming_data_classes(tmp_p
     classes.write_bytes(change(classes.read_bytes().decode("utf-8")).encode("utf-8"))
     before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
     cfg = train_cfg(root, run, "trainer.max_steps=2")
-    with pytest.raises(SystemExit) as exit_info, user_errors():
-        check_config(cfg, "train")
-        train(cfg)
-    assert exit_info.value.code == 2
-    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, errors
-    assert f"data.classes={classes} changed" in errors[0] and expect in errors[0], errors[0]
-    assert "resume.allow_changes=[data.classes]" in errors[0]
+    error = refused_train_line(cfg, capsys)
+    assert f"data.classes={classes} changed" in error and expect in error, error
+    assert "resume.allow_changes=[data.classes]" in error
     assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
 
 
@@ -209,13 +203,8 @@ def test_a_data_root_that_is_a_file_says_so(tmp_path, capsys):
     archive = tmp_path / "data.zip"
     archive.write_bytes(b"PK\x03\x04")
     cfg = train_cfg(archive, tmp_path / "run")
-    with pytest.raises(SystemExit) as exit_info, user_errors():
-        check_config(cfg, "train")
-        train(cfg)
-    assert exit_info.value.code == 2
-    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and errors[0].startswith(
+    assert refused_train_line(cfg, capsys).startswith(
         f"error: data.root={archive}: is a file, not a folder; point it at your dataset"
-    ), errors
+    )
     run = tmp_path / "run"  # (its lock file aside: train holds it while it checks)
     assert not run.exists() or not any(p.is_file() for p in run.rglob("*") if ".lock" not in p.name)

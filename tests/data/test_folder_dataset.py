@@ -110,6 +110,18 @@ def datamodule(root: Path, **kw) -> SegmentationDataModule:
 # -- the class list ----------------------------------------------------------------------
 
 
+def refused_train_line(cfg, capsys) -> str:
+    """Train ``cfg`` through the entry point's boundary (the config check first, as
+    ``main`` does): it must exit 2 with exactly one ``error:`` line, returned."""
+    with pytest.raises(SystemExit) as exit_info, user_errors():
+        check_config(cfg, "train")
+        train(cfg)
+    assert exit_info.value.code == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, errors
+    return errors[0]
+
+
 def test_class_list_grammar(tmp_path):
     path = tmp_path / "classes.txt"
     path.write_bytes(b"\xef\xbb\xbfbg 0 0 0\r\n\r\nroad  #804080\r\ntraffic light 250 170 30\r\n")
@@ -322,13 +334,8 @@ def test_every_mismatch_is_one_line_exit_2_nothing_written(tmp_path, capsys, cas
         cfg = compose("train", overrides=["data=folder", f"data.root={root}", *TINY])
     with open_dict(cfg):
         cfg.paths.output_dir = str(out)
-    with pytest.raises(SystemExit) as exit_info, user_errors():
-        check_config(cfg, "train")
-        train(cfg)
-    assert exit_info.value.code == 2
-    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, errors
-    assert expect.format(path=path) in errors[0]
+    error = refused_train_line(cfg, capsys)
+    assert expect.format(path=path) in error
     assert not out.exists() or not any(p.is_file() for p in out.rglob("*") if ".lock" not in p.name)
 
 
