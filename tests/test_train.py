@@ -255,18 +255,23 @@ def test_mismatched_classes_and_missing_checkpoint_are_config_errors(data_dir, t
         train(compose_train(data_dir, tmp_path / "fresh", "ckpt_path=last"))
 
 
+def diverge_at(data_dir, run, step: int) -> str:
+    """Train with the weights poisoned at ``step`` (a NaN loss there): the message."""
+    cfg = compose_train(
+        data_dir, run, "loss=sum", "optim.lr=1e-3", "trainer.max_steps=8",
+        "+callbacks.poison._target_=tests.train_helpers.PoisonWeightsAt",
+        f"+callbacks.poison.step={step}",
+    )  # fmt: skip
+    with pytest.raises(DivergedError) as caught:
+        train(cfg)
+    return str(caught.value)
+
+
 def test_a_diverging_loss_stops_with_its_likely_cause_and_keeps_the_last_checkpoint(
     data_dir, tmp_path
 ):
     run = tmp_path / "run"
-    cfg = compose_train(
-        data_dir, run, "loss=sum", "optim.lr=1e-3", "trainer.max_steps=8",
-        "+callbacks.poison._target_=tests.train_helpers.PoisonWeightsAt",
-        "+callbacks.poison.step=3",
-    )  # fmt: skip
-    with pytest.raises(DivergedError) as caught:
-        train(cfg)
-    message = str(caught.value)
+    message = diverge_at(data_dir, run, 3)
     assert "\n" not in message
     assert "train/loss became nan at step 3" in message or "inf at step 3" in message
     assert "loss.normalize=sum" in message and "optim.lr=0.001" in message
@@ -278,13 +283,6 @@ def test_a_diverging_loss_stops_with_its_likely_cause_and_keeps_the_last_checkpo
 
 def test_a_loss_diverging_before_any_checkpoint_says_nothing_was_kept(data_dir, tmp_path):
     run = tmp_path / "run"
-    cfg = compose_train(
-        data_dir, run, "loss=sum", "optim.lr=1e-3", "trainer.max_steps=8",
-        "+callbacks.poison._target_=tests.train_helpers.PoisonWeightsAt",
-        "+callbacks.poison.step=1",
-    )  # fmt: skip
-    with pytest.raises(DivergedError) as caught:
-        train(cfg)
+    message = diverge_at(data_dir, run, 1)
     assert not (run / "checkpoints" / "last.ckpt").exists()
-    kept = "Nothing was saved: no checkpoint was written before this step"
-    assert str(caught.value).endswith(kept)
+    assert message.endswith("Nothing was saved: no checkpoint was written before this step")
