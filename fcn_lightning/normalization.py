@@ -63,7 +63,29 @@ TORCHVISION = InputNorm(
     mean=(0.485, 0.456, 0.406),
     std=(0.229, 0.224, 0.225),
 )
-NORMS = {norm.name: norm for norm in (CAFFE, TORCHVISION)}
+
+
+def _caffe_with_mean(dataset: str, mean_bgr: tuple[float, float, float]) -> InputNorm:
+    """Caffe input with the mean the reference's data layer of `dataset` subtracts."""
+    return InputNorm(f"caffe_{dataset}", "BGR", 1.0, mean_bgr, (1.0, 1.0, 1.0))
+
+
+# The reference's per-dataset data layers (pascalcontext_layers.py, siftflow_layers.py,
+# nyud_layers.py: the colour stream) subtract their own means, not VGG16's.
+DATASET_CAFFE = {
+    "pascal_context": _caffe_with_mean("pascal_context", (104.007, 116.669, 122.679)),
+    "siftflow": _caffe_with_mean("siftflow", (114.578, 115.294, 108.353)),
+    "nyud": _caffe_with_mean("nyud", (116.190, 97.203, 92.318)),
+}
+NORMS = {norm.name: norm for norm in (CAFFE, TORCHVISION, *DATASET_CAFFE.values())}
+
+
+def dataset_norm(weights: str, dataset: str) -> str:
+    """data.normalization of a dataset preset: the dataset's own caffe mean (the reference
+    layer's) under caffe weights; any other weights' own normalisation as it is."""
+    if weights == "caffe" and dataset in DATASET_CAFFE:
+        return DATASET_CAFFE[dataset].name
+    return weights
 
 
 def get_input_norm(name: str) -> InputNorm:

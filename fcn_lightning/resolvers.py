@@ -25,6 +25,7 @@ def register_resolvers() -> None:
     OmegaConf.register_new_resolver("stages_before", stages_before)
     OmegaConf.register_new_resolver("class_count", _class_count)
     OmegaConf.register_new_resolver("root_file", root_file)
+    OmegaConf.register_new_resolver("dataset_norm", _dataset_norm)
 
 
 # The staged chain of the paper: each net starts from the one before it.
@@ -71,6 +72,13 @@ def _class_count(classes) -> int:
     from fcn_lightning.data.class_list import class_count
 
     return class_count(classes)
+
+
+def _dataset_norm(weights: str, dataset: str) -> str:
+    """A dataset preset's data.normalization (fcn_lightning.normalization.dataset_norm)."""
+    from fcn_lightning.normalization import dataset_norm
+
+    return dataset_norm(weights, dataset)
 
 
 def _gpu_count() -> int:
