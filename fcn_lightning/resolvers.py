@@ -32,11 +32,14 @@ def register_resolvers() -> None:
 STAGED_CHAIN = ("fcn32s", "fcn16s", "fcn8s")
 
 
-def recipe_entry(table, backbone: str, variant: str):
-    """A recipe table's value for this model: ``<backbone>/<variant>``, else ``<variant>``,
-    else ``default`` (recipe.paper_lr, recipe.paper_steps); None for a variant the table
-    does not know, which the model builder then refuses by name."""
-    for key in (f"{backbone}/{variant}", variant, "default"):
+def recipe_entry(table, backbone: str, variant: str, dataset: str = ""):
+    """A recipe table's value for this model on this dataset (recipe.paper_lr,
+    recipe.paper_steps): the first of ``<dataset>/<variant>``, ``<backbone>/<variant>``,
+    ``<variant>``, ``<dataset>/default`` and ``default`` that the table has (the other
+    benchmarks' solvers differ from VOC's: docs/paper.md section 3); None for a variant the
+    table does not know, which the model builder then refuses by name."""
+    keys = (f"{dataset}/{variant}", f"{backbone}/{variant}", variant, f"{dataset}/default")
+    for key in (*keys, "default"):
         if key in table:
             return table[key]
     return None

@@ -3,7 +3,10 @@ Markdown table and plots written from them (the command line is `fcn_lightning.r
 
 Every run (a folder holding ``csv/metrics.csv`` and ``config_resolved.yaml``; staged jobs'
 stage runs included) becomes a row with the four metrics of its last validation, beside the
-paper's numbers where the study has them (docs/paper.md section 6: VOC seg11valid).
+paper's numbers where the study has them (docs/paper.md section 6: VOC seg11valid, and the
+other benchmarks' tables, which record fewer columns: a missing one stays blank). A run that
+logs more than the four metrics (``val/mean_iu_present``; a further head's
+``val/<head>/pixel_acc``, SIFT Flow's geometric accuracy) gets those columns too.
 """
 
 from __future__ import annotations
@@ -37,13 +40,47 @@ PAPER_OPTIM = {
     "online": ("FCN-online", 89.3, 76.2, 60.7, 81.8),
     "heavy": ("FCN-heavy", 90.5, 76.5, 63.6, 83.5),
 }
-# study (the run's `group`) -> (paper table, config key naming the row)
-STUDIES = {
-    "study_skips": (PAPER_SKIPS, "model.name"),
-    "mini_paper": (PAPER_SKIPS, "model.name"),
-    "study_optim": (PAPER_OPTIM, "optim.name"),
+# The other benchmarks (docs/paper.md section 6 records their mean IU, and SIFT Flow's other
+# columns); None: a column the paper's table has but this project does not record.
+PAPER_CONTEXT = {
+    "fcn32s": ("FCN-32s", None, None, 31.8, None),
+    "fcn16s": ("FCN-16s", None, None, 34.8, None),
+    "fcn8s_staged": ("FCN-8s", None, None, 35.1, None),
+    "fcn8s": ("FCN-8s", None, None, 35.1, None),
 }
-ROW_ORDER = [*PAPER_SKIPS, *PAPER_OPTIM]
+PAPER_NYUD = {  # keyed by <data.input>/<model.name>
+    "color/fcn32s": ("FCN-32s RGB", None, None, 29.2, None),
+    "color_depth/fcn32s": ("FCN-32s RGB-D", None, None, 30.5, None),
+    "hha/fcn32s": ("FCN-32s HHA", None, None, 24.2, None),
+    "color_hha/fcn32s": ("FCN-32s RGB-HHA", None, None, 32.8, None),
+    "color_hha/fcn16s_staged": ("FCN-16s RGB-HHA", 65.4, None, 34.0, None),
+    "color_hha/fcn16s": ("FCN-16s RGB-HHA", 65.4, None, 34.0, None),
+}
+PAPER_SIFTFLOW = {
+    "fcn16s_staged": ("FCN-16s", 85.2, 51.7, 39.5, 76.1),
+    "fcn16s": ("FCN-16s", 85.2, 51.7, 39.5, 76.1),
+}
+# Paper values of the extra columns, by study and row.
+PAPER_EXTRA = {"study_siftflow": {"fcn16s_staged": {"geo/pixel_acc": 94.3},
+                                  "fcn16s": {"geo/pixel_acc": 94.3}}}  # fmt: skip
+# study (the run's `group`) -> (paper table, config keys naming the row, joined by "/")
+STUDIES = {
+    "study_skips": (PAPER_SKIPS, ("model.name",)),
+    "mini_paper": (PAPER_SKIPS, ("model.name",)),
+    "study_optim": (PAPER_OPTIM, ("optim.name",)),
+    "study_pascal_context": (PAPER_CONTEXT, ("model.name",)),
+    "study_nyud": (PAPER_NYUD, ("data.input", "model.name")),
+    "study_siftflow": (PAPER_SIFTFLOW, ("model.name",)),
+}
+PAPER_SOURCE = {
+    "study_pascal_context": "PASCAL-Context, 59 classes + background",
+    "study_nyud": "NYUDv2 test, 40 classes",
+    "study_siftflow": "SIFT Flow test; geo = the geometric head",
+}
+# Each key at its first place (the benchmarks reuse the VOC table's net names).
+ROW_ORDER = list(dict.fromkeys([*PAPER_SKIPS, *PAPER_OPTIM, *PAPER_CONTEXT, *PAPER_NYUD,
+                                *PAPER_SIFTFLOW]))  # fmt: skip
+EXTRA_ORDER = ("mean_iu_present",)  # then the further heads' columns, by name
 
 
 class ReportError(FCNError):
@@ -60,7 +97,10 @@ class RunResult:
     scores: dict[str, float]
     per_class: dict[str, float]
     curve: list[tuple[int, float]] = field(default_factory=list)
-    paper: tuple[str, float, float, float, float] | None = None
+    paper: tuple[str, float | None, float | None, float | None, float | None] | None = None
+    # Scores beyond the four (mean_iu_present, "<head>/pixel_acc", ...) and the paper's.
+    extra: dict[str, float] = field(default_factory=dict)
+    paper_extra: dict[str, float] = field(default_factory=dict)
 
 
 def _float(value: str | None) -> float | None:
@@ -93,15 +133,17 @@ def run_result(
     if not rows:
         return None
     study = OmegaConf.select(cfg, "group")
-    table, key_path = STUDIES.get(study, (None, None))
-    key = OmegaConf.select(cfg, key_path) if key_path else None
+    table, key_paths = STUDIES.get(study, (None, ()))
+    parts = [OmegaConf.select(cfg, path) for path in key_paths]
+    key = "/".join(map(str, parts)) if parts and None not in parts else None
     last = rows[-1]
     # Lightning logs a validation at the index of the step before it (0-based).
     curve = [(int(r["step"]) + 1, 100 * float(r["val/mean_iu"])) for r in rows]
     per_class = {
         k.split("/", 1)[1]: 100 * v
         for k, value in last.items()
-        if k.startswith("val_iu/") and (v := _float(value)) is not None
+        # the first head's classes: a further head logs val_iu/<head>/<class>
+        if k.startswith("val_iu/") and k.count("/") == 1 and (v := _float(value)) is not None
     }
     order = [c for c in _class_order(cfg) if c in per_class]  # the logs sort them by name
     per_class = {**{c: per_class[c] for c in order}, **per_class}
@@ -115,7 +157,23 @@ def run_result(
         per_class=per_class,
         curve=curve,
         paper=table.get(key) if table and key else None,
+        extra=_extra_scores(last),
+        paper_extra=PAPER_EXTRA.get(study, {}).get(key, {}),
     )
+
+
+def _extra_scores(row: dict) -> dict[str, float]:
+    """The logged scores beyond the four: ``val/mean_iu_present`` and every further head's
+    ``val/<head>/<score>`` (in %)."""
+    extra = {}
+    for column, value in row.items():
+        name = column.removeprefix("val/")
+        if column == name or (v := _float(value)) is None or name in SCORE_NAMES:
+            continue
+        head_score = name.split("/", 1)[-1]
+        if name in EXTRA_ORDER or head_score in (*SCORE_NAMES, *EXTRA_ORDER):
+            extra[name] = 100 * v
+    return extra
 
 
 def sort_runs(runs: list[RunResult]) -> list[RunResult]:
@@ -169,22 +227,37 @@ def _pct(value: float | None) -> str:
     return "" if value is None or math.isnan(value) else f"{value:.1f}"
 
 
+def extra_columns(runs: list[RunResult]) -> list[str]:
+    """The extra score columns any run has: mean_iu_present first, then the heads'."""
+    names = {name for run in runs for name in run.extra}
+    return [n for n in EXTRA_ORDER if n in names] + sorted(names - set(EXTRA_ORDER))
+
+
 def markdown(runs: list[RunResult], title: str) -> str:
     with_paper = any(r.paper for r in runs)
+    extra = extra_columns(runs)
+    paper_extra = [n for n in extra if any(n in r.paper_extra for r in runs)]
     head = "| run | steps | pixel acc | mean acc | mean IU | f.w. IU |"
-    rule = "|---|---|---|---|---|---|"
+    head += "".join(f" {n.replace('_', ' ')} |" for n in extra)
+    rule = "|---|---|---|---|---|---|" + "---|" * len(extra)
     if with_paper:
         head += " paper row | pixel acc | mean acc | mean IU | f.w. IU |"
-        rule += "---|---|---|---|---|"
+        head += "".join(f" {n.replace('_', ' ')} |" for n in paper_extra)
+        rule += "---|---|---|---|---|" + "---|" * len(paper_extra)
     lines = [f"# {title}", "", head, rule]
     for run in runs:
         cells = [run.name, str(run.step), *(_pct(run.scores[n]) for n in SCORE_NAMES)]
+        cells += [_pct(run.extra.get(n)) for n in extra]
         if with_paper:
             paper = run.paper or ("", None, None, None, None)
             cells += [paper[0], *(_pct(v) for v in paper[1:])]
+            cells += [_pct(run.paper_extra.get(n)) for n in paper_extra]
         lines.append("| " + " | ".join(cells) + " |")
     if with_paper:
-        lines += ["", "Paper: PASCAL VOC seg11valid (docs/paper.md section 6)."]
+        where = {PAPER_SOURCE.get(r.study, "PASCAL VOC seg11valid") for r in runs if r.paper}
+        sources = sorted(where)
+        lines += ["", f"Paper: {'; '.join(sources)} (docs/paper.md section 6; a blank paper "
+                  "cell is a column not recorded there)."]  # fmt: skip
     lines += ["", "![validation mean IU](miou_curves.png)", "", "![per-class IU](per_class_iu.png)"]
     return "\n".join(lines) + "\n"
 
