@@ -36,7 +36,8 @@ FLOOR = Room(pitch=40.0, height=150.0)  # every ray meets the floor
 
 
 def degrees_between(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.degrees(np.arccos(np.clip(a @ b / np.linalg.norm(a) / np.linalg.norm(b), -1, 1))))
+    cosine = a @ b / np.linalg.norm(a) / np.linalg.norm(b)
+    return float(np.degrees(np.arccos(np.clip(cosine, -1.0, 1.0))))
 
 
 def test_a_floor_has_angle_0_height_0_and_the_scaled_inverse_depth():
