@@ -169,17 +169,21 @@ def gravity_direction(
 ) -> np.ndarray:
     """The unit gravity direction in the camera frame (pointing down) from a normal field."""
     nn = normals.reshape(-1, 3)
-    nn = nn[~np.isnan(nn[:, 0])]
+    nn = np.ascontiguousarray(nn[~np.isnan(nn[:, 0])].T)  # 3 x N: rows stream fastest
     direction = np.asarray(start, dtype=np.float64)
-    if len(nn) == 0:
+    if nn.shape[1] == 0:
         return direction
+    # n n^T of every normal as its six distinct entries: each step is then one weighted sum
+    i, j = np.triu_indices(3)
+    outer = nn[i] * nn[j]
     for threshold, count in zip(thresholds_deg, iterations, strict=True):
         cos_t, sin_t = np.cos(np.deg2rad(threshold)), np.sin(np.deg2rad(threshold))
         for _ in range(count):
-            similarity = np.abs(nn @ direction)
-            parallel, perpendicular = nn[similarity > cos_t], nn[similarity < sin_t]
-            scatter = perpendicular.T @ perpendicular - parallel.T @ parallel
-            _, vectors = np.linalg.eigh(scatter)
+            similarity = np.abs(direction @ nn)
+            weight = (similarity < sin_t).astype(np.float64) - (similarity > cos_t)
+            scatter = np.zeros((3, 3))
+            scatter[i, j] = outer @ weight  # sum_W n n^T - sum_F n n^T, upper triangle
+            _, vectors = np.linalg.eigh(scatter, UPLO="U")
             new = vectors[:, 0]
             direction = new * (1.0 if new @ direction >= 0 else -1.0)
     return direction
