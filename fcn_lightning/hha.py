@@ -132,7 +132,10 @@ def camera_for(item: DepthItem, given: Camera | None, crop: bool) -> Camera:
     shape = item.shape
     if crop:
         if shape != NYUD_FULL_SHAPE:
-            raise DataError(f"{item.path}: {shape[1]} x {shape[0]}; --crop needs 640 x 480")
+            raise DataError(
+                f"{item.path}: a {shape[1]} x {shape[0]} depth image; --crop needs the "
+                "release's 640 x 480 frames: leave --crop out"
+            )
         if given is not None:
             return given.cropped(NYUD_CROP_TOP, NYUD_CROP_LEFT)
         shape = NYUD_CROPPED_SHAPE

@@ -50,8 +50,8 @@ def png_shape(path: Path, what: str = "depth") -> tuple[int, int]:
         raise SampleError(f"{path}: not a readable PNG ({err}): put the {what} PNG there") from None
     if fmt != "PNG" or mode not in SIXTEEN_BIT_MODES:
         raise SampleError(
-            f"{path}: a {fmt} image of mode {mode}, not a 16-bit greyscale PNG: {what} must "
-            "be 16-bit PNGs (NYUD's data/depth/img_<id>.png, millimetres)"
+            f"{path}: a {fmt} image of mode {mode}, not a 16-bit greyscale PNG: {what} images "
+            "must be 16-bit PNGs (as NYUD's data/depth/img_<id>.png, in millimetres)"
         )
     return height, width
 
