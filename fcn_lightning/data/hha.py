@@ -11,7 +11,9 @@ s-gupta/rgbdutils) compute them, each rounded and clipped to 0..255 like MATLAB'
    image; when that minimum is above -90 cm (no floor in view) -130 cm is used instead, so
    the floor is assumed 1.3 m below the camera;
 3. **angle** between the surface normal and gravity, in degrees, plus 38 (``+128 - 90``):
-   a floor (normal along gravity) -> 38, a wall -> 128, a ceiling -> 218.
+   a floor (normal along gravity) -> 38, a wall -> 128, a ceiling -> 218; where no normal
+   could be fitted (no measured point in the 7 x 7 window) 218 too, as MATLAB's
+   ``min(1, max(-1, NaN))`` is -1.
 
 Steps: the point cloud ``X = (u - cx) Z / fx, Y = (v - cy) Z / fy`` with MATLAB's 1-based
 pixel coordinates (pixel (row i, column j) counted from 0 is u = j + 1, v = i + 1, as
@@ -31,8 +33,8 @@ every pixel had a depth; on such input the result is his):
 
 - a pixel without depth (0, negative or NaN in ``depth``) gets 0 in all three channels and
   takes no part in the minimum height (his code would place it at the camera centre);
-- a window with fewer than 3 points gets no normal (NaN: angle 0), where his sums would
-  give a direction of rounding noise (with 1 or 2 points the fit is exactly 0 / 0);
+- a window with 1 or 2 measured points gets no normal (angle 218, as an empty one), where
+  his sums give a direction of rounding noise (the fit is 0 / 0 in exact arithmetic);
 - with no normal to estimate gravity from (almost nothing in view) gravity stays (0, 1, 0)
   instead of the x axis MATLAB's ``eig`` of a zero matrix would give;
 - ``gravity=`` may be given (an accelerometer's reading) instead of estimated.
@@ -229,7 +231,9 @@ def hha_channels(
     lowest = float(height[valid].min())
     if lowest > NO_FLOOR_ABOVE_CM:
         lowest = ASSUMED_FLOOR_CM
-    angle = np.degrees(np.arccos(np.clip(normals @ gravity, -1.0, 1.0)))
+    # min(1, max(-1, NaN)) is -1 in MATLAB (its max skips NaN): no normal reads as 180 degrees
+    cosine = np.nan_to_num(np.clip(normals @ gravity, -1.0, 1.0), nan=-1.0)
+    angle = np.degrees(np.arccos(cosine))
     disparity = DISPARITY_SCALE / np.maximum(z_cm, MIN_DISPARITY_DEPTH_CM)
     channels = np.stack([disparity, height - lowest, angle + ANGLE_OFFSET_DEG], -1)
     channels[~valid] = np.nan

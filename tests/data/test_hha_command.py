@@ -98,7 +98,7 @@ def test_raw_depth_zeros_are_left_out_of_the_normals(tmp_path, capsys):
     argv = [source, "--out", tmp_path / "hha", "--raw-depth", tmp_path / "raw", *INTRINSICS]
     assert run(argv, capsys)[0] == 0
     hha = read_rgb(tmp_path / "hha" / "img_5001.png")
-    assert (hha[14:26, 14:36, 2] == 0).all()  # no normal there
+    assert (hha[14:26, 14:36, 2] == 218).all()  # no normal there: read as 180 degrees
     assert (hha[:8, :, 2] == 38).all() and (hha[34:, :, 2] == 38).all()
     np.testing.assert_array_equal(hha[..., 0], expected_disparity(floor_mm() / 10.0))
 
