@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import sys
 from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
@@ -225,7 +224,7 @@ def main(argv: list[str] | None = None) -> None:
         finally:
             close_mats()
         there = f" ({skipped} already there, skipped)" if skipped else ""
-        print(f"wrote {len(jobs)} HHA PNGs to {args.out}{there}", file=sys.stdout)
+        print(f"wrote {len(jobs)} HHA PNG{'s' * (len(jobs) != 1)} to {args.out}{there}")
 
 
 if __name__ == "__main__":

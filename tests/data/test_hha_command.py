@@ -76,7 +76,7 @@ def test_a_rerun_skips_what_is_written_and_redoes_what_is_not(tmp_path, capsys):
     os.utime(first, ns=(10**9, 10**9))  # a mark a rewrite would erase
     second.unlink()
     status, out, _ = run([source, "--out", out_dir, *INTRINSICS], capsys)
-    assert status == 0 and "wrote 1 HHA PNGs" in out and "1 already there" in out
+    assert status == 0 and "wrote 1 HHA PNG to" in out and "1 already there" in out
     assert first.stat().st_mtime_ns == 10**9 and second.is_file()
     assert run([source, "--out", out_dir, "--overwrite", *INTRINSICS], capsys)[0] == 0
     assert first.stat().st_mtime_ns != 10**9
