@@ -181,7 +181,7 @@ def encode_file(job: Job) -> str:
     except DataError as err:
         raise DataError(f"{where}: {err}") from None
     partial = job.out.with_name(f".{job.out.name}.{os.getpid()}.tmp")
-    Image.fromarray(hha, "RGB").save(partial, format="PNG")
+    Image.fromarray(hha).save(partial, format="PNG")  # H x W x 3 uint8: RGB
     os.replace(partial, job.out)
     return job.out.name
 
