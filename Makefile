@@ -52,11 +52,11 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q $(TORCH_PINS) $(TORCH_FROM) || { echo "make install: could not \
 	install $(TORCH_PINS)$(if $(TORCH_FROM), from $(TORCH_CPU_INDEX) (CPU=1): is PyTorch's \
 	wheel index reachable from here? Without CPU=1 they come from PyPI)" >&2; exit 1; }
-	$(PY) -m pip install -q -e ".[test,sweeps,slurm,export]" $(TORCH_PINS) $(EDITABLE)
+	$(PY) -m pip install -q -e ".[test,sweeps,slurm,export,nyud]" $(TORCH_PINS) $(EDITABLE)
 	$(PY) -m pip install -q --no-deps $(TORCHFCN)
 	touch $@
 
-install: $(STAMP) ## create .venv and install the package (editable) with test, sweep, SLURM and export extras; CPU=1: torch's CPU-only build (no CUDA)
+install: $(STAMP) ## create .venv and install the package (editable) with test, sweep, SLURM, export and nyud extras; CPU=1: torch's CPU-only build (no CUDA)
 
 train: $(STAMP) ## train a small FCN-8s on the embedded synthetic dataset (CPU, minutes)
 	$(PY) -m fcn_lightning.train experiment=quickstart $(ARGS)
