@@ -248,7 +248,17 @@ def test_wheel_holds_the_config_tree_and_not_the_results(wheel):
     scripts = zipfile.ZipFile(wheel).read(
         next(name for name in names if name.endswith(".dist-info/entry_points.txt"))
     )
-    for command in ("train", "eval", "predict", "export", "report", "verify-data", "convert-caffe"):
+    for command in (
+        "train",
+        "eval",
+        "predict",
+        "export",
+        "report",
+        "verify-data",
+        "convert-caffe",
+        "zoo",
+        "hha",
+    ):
         assert f"fcn-{command} = ".encode() in scripts
 
 
