@@ -16,8 +16,10 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-from fcn_lightning.models import build_fcn
+from fcn_lightning.errors import ConfigError
+from fcn_lightning.models import build_fcn, inference, init_from_state_dict
 from fcn_lightning.models.bilinear import bilinear_weight
+from fcn_lightning.models.dense import DenseFCN
 
 WIDTH = 1 / 16
 HEADS = [{"name": "sem", "num_classes": 5}, {"name": "geo", "num_classes": 3}]
@@ -295,3 +297,162 @@ def test_gradients_reach_both_heads_and_both_streams():
     for prefix in ("backbones.color.", "backbones.hha.", "score_fr_color_sem", "score_fr_hha_geo",
                    "score_pool4_hha_sem"):  # fmt: skip
         assert any(n.startswith(prefix) and p.grad is not None for n, p in model.named_parameters())
+
+
+# --- staged training: init_from by name -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("input", "heads", "ends"),
+    [("rgb", HEADS, ["_sem", "_geo"]), ("color_hha", None, ["_color", "_hha"])],
+)
+def test_fcn16s_starts_from_fcn32s_with_heads_and_streams(input, heads, ends):
+    classes = {} if heads else {"num_classes": 4}
+    source = perturbed(build_fcn("fcn32s", input=input, heads=heads, width=WIDTH, **classes), 5)
+    model = build_fcn("fcn16s", input=input, heads=heads, width=WIDTH, **classes)
+    report = init_from_state_dict(model, {f"model.{k}": v for k, v in source.state_dict().items()})
+    ours, theirs = model.state_dict(), source.state_dict()
+    body = [k for k in theirs if k.startswith(("backbone.", "backbones."))]
+    assert body and set(body) <= set(report.copied)
+    for key in body + [f"score_fr{end}.{p}" for end in ends for p in ("weight", "bias")]:
+        torch.testing.assert_close(ours[key], theirs[key], rtol=0, atol=0)
+    # The new skip layers start at zero, so FCN-16s starts from what FCN-32s scored.
+    for end in ends:
+        assert torch.count_nonzero(ours[f"score_pool4{end}.weight"]) == 0
+    if heads:  # per head: its own upsamplings, each of its own classes
+        kept = {f"{layer}{end}.weight" for layer in ("upscore2", "upscore16")
+                for end in ends} | {f"score_pool4{end}.{p}" for end in ends
+                                    for p in ("weight", "bias")}  # fmt: skip
+        assert set(report.ignored) == {"upscore_sem.weight", "upscore_geo.weight"}
+        torch.testing.assert_close(ours["upscore16_geo.weight"], bilinear_weight(3, 32))
+    else:  # per stream its skip, one shared final upsampling
+        kept = {"upscore16.weight"} | {f"{layer}{end}.{p}" for end in ends
+                                       for layer, p in (("upscore2", "weight"),
+                                                        ("score_pool4", "weight"),
+                                                        ("score_pool4", "bias"))}  # fmt: skip
+        assert report.ignored == ["upscore.weight"]
+    assert set(report.kept) == kept
+
+
+# --- inference: test-time augmentation and dense prediction -----------------------------
+
+
+def test_tta_averages_each_head_on_its_own():
+    """TTA averages scores channel by channel, so each head's mean is the mean of its own
+    scores: equal to TTA of that head alone, computed here by hand."""
+    model = perturbed(build_fcn("fcn32s", heads=HEADS, width=WIDTH), 6)
+    scales = (1.0, 0.75)
+    tta = inference.TestTimeAugmentation(model, hflip=True, scales=scales)
+    x = torch.randn(1, 3, 36, 44)
+    with torch.no_grad():
+        got = tta(x)
+        for head, classes, channels in (("sem", 5, slice(0, 5)), ("geo", 3, slice(5, 8))):
+            single = single_for_head(model, "fcn32s", head, classes)
+            copies = []
+            for scale in scales:
+                size = (round(36 * scale), round(44 * scale))
+                image = x if scale == 1 else F.interpolate(
+                    x, size, mode="bilinear", align_corners=False, antialias=True
+                )  # fmt: skip
+                for flip in (False, True):
+                    scores = single(image.flip(-1)).flip(-1) if flip else single(image)
+                    if scale != 1:
+                        scores = F.interpolate(scores, (36, 44), mode="bilinear")
+                    copies.append(scores)
+            torch.testing.assert_close(
+                got[:, channels], torch.stack(copies).mean(0), rtol=1e-5, atol=1e-6
+            )
+            # Probabilities come from each head's own channels, never across heads.
+            assert got[:, channels].softmax(1).sum(1).allclose(torch.ones(1, 36, 44))
+
+
+def test_stitched_heads_equal_each_head_stitched():
+    model = perturbed(build_fcn("fcn16s", heads=HEADS, width=WIDTH), 7)
+    x = torch.randn(1, 3, 40, 40)
+    with torch.no_grad():
+        got = DenseFCN(model, "stitch", 2)(x)
+        sem = DenseFCN(single_for_head(model, "fcn16s", "sem", 5), "stitch", 2)(x)
+        geo = DenseFCN(single_for_head(model, "fcn16s", "geo", 3), "stitch", 2)(x)
+    torch.testing.assert_close(got, torch.cat([sem, geo], 1), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("method", ["stitch", "dilate"])
+def test_dense_streams_are_the_mean_of_each_stream_dense(method):
+    model = perturbed(build_fcn("fcn32s", input="color_hha", num_classes=4, width=WIDTH), 8)
+    color = single_for_stream(model, "fcn32s", "color", 4)
+    hha = single_for_stream(model, "fcn32s", "hha", 4)
+    x = torch.randn(1, 6, 38, 42)
+    with torch.no_grad():
+        got = DenseFCN(model, method, 4)(x)
+        expected = 0.5 * DenseFCN(color, method, 4)(x[:, :3]) + 0.5 * DenseFCN(hha, method, 4)(
+            x[:, 3:]
+        )
+    assert got.shape == (1, 4, 38, 42)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_dilated_heads_replace_every_final_upsampling():
+    model = perturbed(build_fcn("fcn32s", heads=HEADS, width=WIDTH), 9)
+    sem = single_for_head(model, "fcn32s", "sem", 5)
+    x = torch.randn(1, 3, 35, 41)
+    with torch.no_grad():
+        got = DenseFCN(model, "dilate", 2)(x)
+        expected = DenseFCN(sem, "dilate", 2)(x)
+    assert got.shape == (1, 8, 35, 41)
+    torch.testing.assert_close(got[:, :5], expected, rtol=1e-5, atol=1e-5)
+    assert type(model.upscore_sem).__name__ == type(model.upscore_geo).__name__ == "Resample"
+
+
+def test_a_learned_final_upsampling_of_any_head_is_refused_for_partial_density():
+    model = build_fcn("fcn32s", heads=HEADS, width=WIDTH, upsampling="learned")
+    with torch.no_grad():
+        model.upscore_geo.weight.add_(0.01)
+    with pytest.raises(ConfigError, match=r"upscore_geo.*inference\.factor=32") as error:
+        DenseFCN(model, "stitch", 2)
+    assert "\n" not in str(error.value)
+
+
+# --- refusals ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"input": "rgbd"}, r"model\.input='rgbd': choose one of \['rgb', 'color'"),
+        ({"heads": []}, r"model\.heads=\[\]: a non-empty list"),
+        ({"heads": {"name": "sem", "num_classes": 3}}, r"model\.heads=.*a non-empty list"),
+        ({"heads": [{"name": "sem"}]}, r"model\.heads\[0\]=.*needs a name and a num_classes"),
+        ({"heads": [HEADS[0], {"name": "geo", "num_classes": 0}]},
+         r"model\.heads\[1\]\.num_classes=0: must be a positive integer"),
+        ({"heads": [HEADS[0], {"name": "geo", "num_classes": True}]},
+         r"model\.heads\[1\]\.num_classes=True"),
+        ({"heads": [HEADS[0], {"name": "sem", "num_classes": 3}]},
+         r"model\.heads\[1\]\.name='sem': another head has that name"),
+        ({"heads": [{"name": "geo-2", "num_classes": 3}]},
+         r"model\.heads\[0\]\.name='geo-2': must be a Python identifier"),
+        ({"heads": [{"name": "class", "num_classes": 3}]}, r"model\.heads\[0\]\.name='class'"),
+        ({"heads": [{"name": "sem", "num_classes": 3, "weight": 2}]},
+         r"model\.heads\[0\]: unknown key\(s\) \['weight'\]"),
+        ({"heads": HEADS, "num_classes": 21},
+         r"model\.num_classes=21 but the first head \(sem\) has 5 classes"),
+    ],
+)  # fmt: skip
+def test_bad_streams_and_heads_are_refused_in_one_line(kwargs, message):
+    with pytest.raises(ConfigError, match=message) as error:
+        build_fcn("fcn16s", width=WIDTH, **kwargs)
+    assert "\n" not in str(error.value)
+
+
+def test_a_batch_of_other_channels_is_refused():
+    model = build_fcn("fcn32s", input="color_hha", num_classes=4, width=WIDTH)
+    with pytest.raises(ValueError, match=r"B x 6 x H x W image batch, got \(1, 3, 32, 32\)"):
+        model(torch.randn(1, 3, 32, 32))
+
+
+def test_one_named_head_is_a_plain_net():
+    model = build_fcn("fcn32s", heads=[{"name": "sem", "num_classes": 5, "classes": "x"}],
+                      width=WIDTH)  # fmt: skip
+    assert model.heads == (("sem", 5),) and model.num_classes == 5
+    assert {k.rsplit(".", 1)[0] for k in model.state_dict() if "backbone." not in k} == {
+        "score_fr", "upscore",
+    }  # fmt: skip
