@@ -120,6 +120,12 @@ def crop(x: Tensor, offset: int, height: int, width: int) -> Tensor:
     return x[..., offset : offset + height, offset : offset + width]
 
 
+def input_channels(backbone: Backbone) -> int:
+    """The channels ``backbone`` takes: its ``FIRST_CONV``'s (3 for a backbone without)."""
+    name = getattr(backbone, "FIRST_CONV", None)
+    return 3 if name is None else backbone.get_submodule(name).in_channels
+
+
 def suffix(name: str, several: bool) -> str:
     """The layer-name suffix of a stream or head: ``_<name>`` when there are several."""
     return f"_{name}" if several else ""
@@ -160,9 +166,7 @@ class FCN(nn.Module):
         self.variant, self.geometry = variant, geometry
         self.num_classes = self.heads[0][1]
         self.out_channels = sum(n for _, n in self.heads)
-        self.streams = tuple(
-            (name, body.get_submodule(body.FIRST_CONV).in_channels) for name, body in bodies.items()
-        )
+        self.streams = tuple((name, input_channels(body)) for name, body in bodies.items())
         if len(bodies) == 1:
             self.backbone = next(iter(bodies.values()))
         else:

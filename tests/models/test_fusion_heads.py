@@ -284,8 +284,12 @@ def test_each_head_is_a_single_head_fcn(variant, geometry):
     torch.testing.assert_close(got[:, 5:], geo, rtol=1e-5, atol=1e-6)
 
 
-def test_gradients_reach_both_heads_and_both_streams():
-    model = perturbed(build_fcn("fcn16s", input="color_hha", heads=HEADS, width=WIDTH), 4)
+@pytest.mark.parametrize("upsampling", ["fixed", "learned"])
+def test_gradients_reach_both_heads_and_both_streams(upsampling):
+    model = build_fcn("fcn16s", input="color_hha", heads=HEADS, width=WIDTH, upsampling=upsampling)
+    model = perturbed(model, 4)
+    learned = [n for n, p in model.named_parameters() if n.startswith("up") and p.requires_grad]
+    assert len(learned) == (6 if upsampling == "learned" else 0)  # 2 heads x (2 upscore2 + 1)
     model.train()
     labels = torch.randint(0, 3, (2, 2, 36, 36))
     out = model(torch.randn(2, 6, 36, 36))
@@ -456,3 +460,29 @@ def test_one_named_head_is_a_plain_net():
     assert {k.rsplit(".", 1)[0] for k in model.state_dict() if "backbone." not in k} == {
         "score_fr", "upscore",
     }  # fmt: skip
+
+
+def test_the_model_node_follows_the_data_node():
+    """conf/model_base.yaml: model.input and model.heads follow data.input / data.heads and
+    reach build_fcn through the LightningModule (hparams keep them for eval and export)."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    import fcn_lightning.resolvers  # noqa: F401  (the config's resolvers)
+    from fcn_lightning.module import FCNModule
+    from tests.train_helpers import CONF
+
+    overrides = ["model=fcn16s", f"model.width={WIDTH}", "model.pretrained=false"]
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        plain = compose("train", overrides=overrides)
+        sift = compose("train", overrides=[
+            *overrides, "data.num_classes=5", "+data.input=color_hha",
+            "+data.heads=[{name: sem, num_classes: 5}, {name: geo, num_classes: 3}]",
+        ])  # fmt: skip
+    assert plain.model.input == "rgb" and plain.model.heads is None
+    model = OmegaConf.to_container(sift.model, resolve=True)
+    assert model["input"] == "color_hha" and model["heads"] == HEADS
+    module = FCNModule(model=model, optim=OmegaConf.to_container(sift.optim, resolve=True))
+    assert module.model.heads == (("sem", 5), ("geo", 3))
+    assert module.model.streams == (("color", 3), ("hha", 3))
+    assert module.hparams["model"]["heads"] == HEADS
