@@ -126,6 +126,14 @@ def input_channels(backbone: Backbone) -> int:
     return 3 if name is None else backbone.get_submodule(name).in_channels
 
 
+def split_heads(scores: Tensor, heads: Sequence[tuple[str, int]]) -> tuple[Tensor, ...]:
+    """Each head's block of an FCN's ``B x K x ...`` scores (``FCN.heads`` order), so that
+    softmax, argmax and losses act on one head's channels at a time."""
+    if scores.shape[1] != sum(n for _, n in heads):
+        raise ValueError(f"scores of {scores.shape[1]} channels do not fit the heads {heads}")
+    return scores.split([n for _, n in heads], dim=1)
+
+
 def suffix(name: str, several: bool) -> str:
     """The layer-name suffix of a stream or head: ``_<name>`` when there are several."""
     return f"_{name}" if several else ""
@@ -245,7 +253,7 @@ class FCN(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         height, width = x.shape[-2:]
-        coarse = self.coarse_scores(x).split([n for _, n in self.heads], dim=1)
+        coarse = split_heads(self.coarse_scores(x), self.heads)
         scores = [
             crop(getattr(self, final)(score), self.crops[final], height, width)
             for final, score in zip(self.final_upsamplings, coarse, strict=True)
