@@ -65,9 +65,10 @@ def nyud_split(root: Path, list_name: str, *, repeats_ok: bool = False) -> list[
             f"unknown split nyud_{list_name}: NYUDv2's splits are "
             f"{', '.join(f'nyud_{n}' for n in LISTS)}"
         )
-    ids = shipped_ids(list_name)
-    check_tree_list(root / f"{list_name}.txt", ids, repeats_ok=repeats_ok)
-    return nyud_samples(root, ids)
+    parts = ("train", "val") if list_name == "trainval" else ()
+    for name in (*parts, list_name):  # trainval's parts too: it is composed of them
+        check_tree_list(root / f"{name}.txt", shipped_ids(name), repeats_ok=repeats_ok)
+    return nyud_samples(root, shipped_ids(list_name))
 
 
 def check_tree_list(path: Path, ids: list[str], *, repeats_ok: bool = False) -> None:

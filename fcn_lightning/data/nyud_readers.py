@@ -181,3 +181,26 @@ class NYUDDataset(SegmentationDataset):
             raise SampleError(problems[0])
         parts = [modality_input(m, raw, self.norm) for m, raw in raws.items()]
         return tv_tensors.Image(torch.cat(parts)), label
+
+
+def sample_problems(
+    sample: Sample, modalities: Sequence[str], num_classes: int = NUM_CLASSES
+) -> tuple[list[str], Tensor | None, int]:
+    """Everything wrong with one selected sample's files, for verify_data: (problems,
+    the label when all is well, its depth pixels that are 0 = missing)."""
+    problems, raws = [], {}
+    for modality, path in sample_files(sample, modalities).items():
+        try:
+            raws[modality] = READERS[modality](path)
+        except SampleError as err:
+            problems.append(str(err))
+    label = None
+    try:
+        label = read_nyud_label(sample.label, num_classes)
+    except SampleError as err:
+        problems.append(str(err))
+    if label is None or len(raws) < len(modalities):
+        return problems, None, 0
+    problems += size_problems(sample, raws, label)
+    zeros = int((raws["depth"] == 0).sum()) if "depth" in raws else 0
+    return problems, (None if problems else label), zeros
