@@ -16,7 +16,13 @@ from fcn_lightning.data.sources import Roots, ensure_sources
 from fcn_lightning.errors import ConfigError, DataError
 from fcn_lightning.verify_data import verify_data
 from tests.data.test_nyud import nyud_module, reference_color, reference_depth, reference_label
-from tests.data_fakes import compose_config, make_tar, nyud_reference_ids, nyud_tree, write_nyud_tree
+from tests.data_fakes import (
+    compose_config,
+    make_tar,
+    nyud_reference_ids,
+    nyud_tree,
+    write_nyud_tree,
+)
 
 CHANNELS = {"color": 3, "hha": 3, "depth": 1, "color_depth": 4, "color_hha": 6}
 
@@ -146,7 +152,7 @@ def test_display_shows_colour_hha_and_grey_depth(tmp_path_factory):
     depth = torch.tensor([[[[0.0, 1.0], [2.0, 3.0]]]])  # log depth: near dark, far light
     grey = display_rgb(depth, "depth", "caffe_nyud")
     assert grey.shape == (1, 3, 2, 2) and grey[0, 1].tolist() == [[0, 85], [170, 255]]
-    with pytest.raises(ConfigError, match="data.input='color_hha' has 6 channels"):
+    with pytest.raises(ConfigError, match=r"data\.input='color_hha' has 6 channels"):
         display_rgb(torch.zeros(1, 3, 2, 2), "color_hha", "caffe_nyud")
 
 
