@@ -161,7 +161,7 @@ def check_split(
     missing = missing_files(samples)
     problems += [f"{path}: {what}" for path, what in missing]
     gone = {path for path, _ in missing}
-    present = [s for s in samples if s.image not in gone and s.label not in gone]
+    present = [s for s in samples if gone.isdisjoint((s.image, s.label, *dict(s.extra).values()))]
     return problems + _check_pairs(report, present, dm, num_workers, progress)
 
 

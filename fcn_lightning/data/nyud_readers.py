@@ -53,7 +53,7 @@ def read_depth(path) -> Tensor:
     if depth.dtype != torch.uint16 or depth.shape[0] != 1:
         bits = 8 * depth.element_size()
         raise SampleError(
-            f"{path}: depth is a {bits}-bit image of {depth.shape[0]} channel(s); NYUDv2 depth "
+            f"{path}: depth is {bits}-bit with {depth.shape[0]} channel(s); NYUDv2 depth "
             "is a 16-bit greyscale PNG (millimetres): replace it from nyud.tar.gz's data/depth"
         )
     return depth

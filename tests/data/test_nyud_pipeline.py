@@ -129,6 +129,11 @@ def test_verify_data_lists_bad_modalities_with_their_files(tmp_path):
     result = verify_data(cfg)  # data.input=color: no HHA needed, the depth is checked
     assert len(result.problems) == 1 and str(tree.path("depth", i)) in result.problems[0]
     assert "16-bit" in result.problems[0]
+    j = nyud_reference_ids()["train"][0]
+    tree.path("depth", j).unlink()
+    result = verify_data(cfg)  # said once, as missing, not again as unreadable
+    assert len(result.problems) == 2 and "16-bit" in result.problems[1]
+    assert result.problems[0] == f"{tree.path('depth', j)}: missing depth of ID {j}"
     result = verify_data(compose_config([*cfg_overrides(tmp_path), "data.input=hha"]))
     assert all("data/hha is missing" in p for p in result.problems) and result.problems
 
