@@ -203,3 +203,25 @@ def test_data_problems_name_a_missing_modality(tmp_path):
     problems, _ = data_problems(cfg.data)
     assert [type(p) for p in problems] == [DataError]
     assert f"{tmp_path / 'nyud' / 'data' / 'depth'} is missing" in str(problems[0])
+
+
+def test_the_sample_grid_callback_shows_the_colour_of_a_fused_input(tmp_path_factory):
+    from types import SimpleNamespace
+
+    from pytorch_lightning.utilities import AttributeDict
+
+    from fcn_lightning.callbacks import SegmentationSamples
+
+    tree = nyud_tree(tmp_path_factory)
+    dm = nyud_module(tree.root.parent, "color_depth")
+    images, labels = next(iter(dm.val_dataloader()))
+    trainer = SimpleNamespace(sanity_checking=False, datamodule=dm)
+    module = SimpleNamespace(hparams=AttributeDict(normalization="caffe_nyud"))
+    callback = SegmentationSamples(num_samples=1)
+    scores = torch.zeros(1, 40, *labels.shape[-2:])
+    callback.on_validation_batch_end(trainer, module, scores, (images, labels), 0)
+    i = nyud_reference_ids()["test"][0]
+    valid = reference_label(tree, i) != 255  # the picture is cut to the labelled extent
+    rows, cols = np.nonzero(valid.any(1))[0], np.nonzero(valid.any(0))[0]
+    expected = tree.color[i][: rows.max() + 1, : cols.max() + 1]
+    assert np.array_equal(callback.rows[0][0], expected)
