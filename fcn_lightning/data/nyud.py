@@ -60,15 +60,19 @@ def nyud_samples(root: Path, ids: Sequence[str]) -> list[Sample]:
 
 def nyud_split(root: Path, list_name: str, *, repeats_ok: bool = False) -> list[Sample]:
     """The samples of split `nyud_<list_name>` under the NYUDv2 folder `root`."""
+    check_list_name(list_name)
+    parts = ("train", "val") if list_name == "trainval" else ()
+    for name in (*parts, list_name):  # trainval's parts too: it is composed of them
+        check_tree_list(root / f"{name}.txt", shipped_ids(name), repeats_ok=repeats_ok)
+    return nyud_samples(root, shipped_ids(list_name))
+
+
+def check_list_name(list_name: str) -> None:
     if list_name not in LISTS:
         raise ConfigError(
             f"unknown split nyud_{list_name}: NYUDv2's splits are "
             f"{', '.join(f'nyud_{n}' for n in LISTS)}"
         )
-    parts = ("train", "val") if list_name == "trainval" else ()
-    for name in (*parts, list_name):  # trainval's parts too: it is composed of them
-        check_tree_list(root / f"{name}.txt", shipped_ids(name), repeats_ok=repeats_ok)
-    return nyud_samples(root, shipped_ids(list_name))
 
 
 def check_tree_list(path: Path, ids: list[str], *, repeats_ok: bool = False) -> None:

@@ -225,7 +225,12 @@ def split_sources(name: str) -> tuple[str, ...]:
     """The sources a split reads; raises ConfigError for an unknown name."""
     if name in COMPOSED:
         return COMPOSED[name][0]
-    return (_parse(name)[0],)
+    source, list_name = _parse(name)
+    if get_source(source).kind == "nyud":  # its lists ship with the package: known now
+        from fcn_lightning.data.nyud import check_list_name
+
+        check_list_name(list_name)
+    return (source,)
 
 
 def load_split(name: str, roots: Roots, *, repeats_ok: bool = False) -> list[Sample]:

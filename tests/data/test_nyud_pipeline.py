@@ -225,3 +225,12 @@ def test_the_sample_grid_callback_shows_the_colour_of_a_fused_input(tmp_path_fac
     rows, cols = np.nonzero(valid.any(1))[0], np.nonzero(valid.any(0))[0]
     expected = tree.color[i][: rows.max() + 1, : cols.max() + 1]
     assert np.array_equal(callback.rows[0][0], expected)
+
+
+def test_an_unknown_nyud_split_is_refused_before_any_file_is_read(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        nyud_module(tmp_path / "nowhere", "color", val_split="nyud_valid")
+    assert str(err.value) == (
+        "data.val_split: unknown split nyud_valid: NYUDv2's splits are nyud_train, nyud_val, "
+        "nyud_test, nyud_trainval"
+    )
