@@ -39,7 +39,7 @@ class Archive:
 class Source:
     name: str
     title: str
-    kind: str  # "voc" (JPEG + palette PNG) or "sbd" (JPEG + MATLAB .mat)
+    kind: str  # "voc" (JPEG + palette PNG), "sbd" (JPEG + MATLAB .mat), "nyud" (data/nyud.py)
     candidates: tuple[str, ...]  # directories under data_dir; the first that exists wins
     archive: Archive | None  # None: not downloadable (generated instead)
     inputs: tuple[str, ...] = ("rgb",)  # the data.input values it can feed (data/inputs.py)
