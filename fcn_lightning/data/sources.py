@@ -67,7 +67,7 @@ NYUD_ARCHIVE = Archive(
     filename="nyud.tar.gz",
     url="http://dl.caffe.berkeleyvision.org/nyud.tar.gz",
     md5=None,
-    size="about 1.5 GB",
+    size="size not published",
 )
 NYUD_INPUTS = ("color", "hha", "depth", "color_depth", "color_hha")
 
