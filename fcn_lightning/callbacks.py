@@ -12,7 +12,7 @@ from PIL import Image
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import WandbLogger
 
-from fcn_lightning.normalization import get_input_norm
+from fcn_lightning.data.input_display import display_rgb
 from fcn_lightning.run.rundir import BEST_FILENAME, RunDir
 from fcn_lightning.visualize import sample_grid
 
@@ -56,6 +56,16 @@ class LastCheckpoint(ModelCheckpoint):
             self._save_topk_checkpoint(trainer, self._monitor_candidates(trainer))
 
 
+def _input_name(trainer, pl_module) -> str:
+    """data.input of the batches (the datamodule's, else the module's record of it; rgb)."""
+    datamodule = getattr(trainer, "datamodule", None)
+    for hparams in (getattr(datamodule, "hparams", {}), pl_module.hparams):
+        name = hparams.get("input")
+        if isinstance(name, str):
+            return name
+    return "rgb"
+
+
 class SegmentationSamples(pl.Callback):
     """Keeps the first ``num_samples`` validation images of each validation run."""
 
@@ -71,7 +81,8 @@ class SegmentationSamples(pl.Callback):
         if trainer.sanity_checking or len(self.rows) >= self.num_samples:
             return
         images, labels = batch
-        norm = get_input_norm(pl_module.hparams.normalization)
+        normalization = pl_module.hparams.normalization
+        input_name = _input_name(trainer, pl_module)
         preds = outputs.argmax(1)
         for image, label, pred in zip(images, labels, preds, strict=True):
             if len(self.rows) >= self.num_samples:
@@ -81,7 +92,8 @@ class SegmentationSamples(pl.Callback):
             # Pad collation adds void margins; show only the image itself.
             h = int(rows.max()) + 1 if len(rows) else label.shape[0]
             w = int(cols.max()) + 1 if len(cols) else label.shape[1]
-            rgb = norm.invert(image[:, :h, :w]).permute(1, 2, 0).cpu().numpy()
+            shown = display_rgb(image[:, :h, :w], input_name, normalization)
+            rgb = shown.permute(1, 2, 0).cpu().numpy()
             self.rows.append((rgb, label[:h, :w].cpu().numpy(), pred[:h, :w].cpu().numpy()))
 
     def on_validation_end(self, trainer, pl_module) -> None:

@@ -4,7 +4,9 @@
 
 For each split: the list is readable, not empty and names each image once, its count
 matches a full download, every file exists and decodes, image and label sizes match, and
-label values are classes or 255. Prints per-split counts and the class pixel histogram,
+label values are classes or 255; for NYUDv2, every modality the input reads and every
+one whose folder is there (colour, 16-bit depth, HHA), with the depth pixels that are 0
+(missing) counted. Prints per-split counts and the class pixel histogram,
 then every problem as `file: what is wrong`. Exit status: 0 clean, 1 problems found, 2
 unusable configuration.
 """
@@ -25,6 +27,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from fcn_lightning import resolvers  # noqa: F401  (data=folder counts its classes with one)
 from fcn_lightning.data.datamodule import SegmentationDataModule, build_datamodule
+from fcn_lightning.data.nyud import input_modalities, present_modalities, select_input
+from fcn_lightning.data.nyud_readers import sample_problems
 from fcn_lightning.data.readers import SampleError, pair_problems, read_image, read_label
 from fcn_lightning.data.sources import Roots, get_source, missing_message
 from fcn_lightning.data.splits import (
@@ -47,6 +51,9 @@ class SplitReport:
     expected: int | None = None
     readable: int = 0  # pairs that decoded and passed every check
     histogram: np.ndarray = field(default_factory=lambda: np.zeros(256, dtype=np.int64))
+    modalities: tuple[str, ...] = ()  # NYUDv2: the files checked per image
+    missing_depth: int = 0  # NYUDv2: depth pixels that are 0 (no measurement)
+    missing_depth_images: int = 0
 
 
 @dataclass
@@ -62,16 +69,29 @@ class VerifyResult:
 class _PairCheck(Dataset):
     """Checks one pair per item, in DataLoader workers: (problems, label value counts)."""
 
-    def __init__(self, samples: Sequence[Sample], num_classes: int, ignore_index: int):
+    def __init__(
+        self,
+        samples: Sequence[Sample],
+        num_classes: int,
+        ignore_index: int,
+        modalities: Sequence[str] = (),
+    ):
         self.samples = list(samples)
         self.num_classes = num_classes
         self.ignore_index = ignore_index
+        self.modalities = tuple(modalities)  # NYUDv2's; () for image/label pairs
 
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, index: int) -> tuple[list[str], torch.Tensor | None]:
+    def __getitem__(self, index: int) -> tuple[list[str], torch.Tensor | None, int]:
         sample = self.samples[index]
+        if self.modalities:
+            problems, label, zeros = sample_problems(sample, self.modalities, self.num_classes)
+            histogram = (
+                None if label is None else torch.bincount(label.flatten().long(), minlength=256)
+            )
+            return problems, histogram, zeros
         problems = []
         image = label = None
         try:
@@ -83,10 +103,10 @@ class _PairCheck(Dataset):
         except SampleError as err:
             problems.append(str(err))
         if image is None or label is None:
-            return problems, None
+            return problems, None, 0
         problems += pair_problems(sample, image, label, self.num_classes, self.ignore_index)
         histogram = torch.bincount(label.flatten().long(), minlength=256)
-        return problems, (None if problems else histogram)
+        return problems, (None if problems else histogram), 0
 
 
 def _unbatched(item):
@@ -128,6 +148,10 @@ def check_split(
     except DataError as err:
         return [str(err)]
     report.count = len(samples)
+    try:
+        samples = _with_modalities(report, samples, dm.hparams.input)
+    except DataError as err:
+        return [str(err)]
     if report.expected is not None and report.count != report.expected:
         problems.append(
             f"split {report.name}: {report.count} IDs, a full download has {report.expected} "
@@ -137,8 +161,18 @@ def check_split(
     missing = missing_files(samples)
     problems += [f"{path}: {what}" for path, what in missing]
     gone = {path for path, _ in missing}
-    present = [s for s in samples if s.image not in gone and s.label not in gone]
+    present = [s for s in samples if gone.isdisjoint((s.image, s.label, *dict(s.extra).values()))]
     return problems + _check_pairs(report, present, dm, num_workers, progress)
+
+
+def _with_modalities(report: SplitReport, samples: list[Sample], input_name: str) -> list[Sample]:
+    """NYUDv2 samples with the files to check: the input's, then any other modality that is
+    there (a missing one the input needs raises); other samples as they are."""
+    if input_name == "rgb":
+        return samples
+    needed = input_modalities(input_name)
+    report.modalities = (*needed, *(m for m in present_modalities(samples) if m not in needed))
+    return select_input(samples, input_name, modalities=report.modalities)
 
 
 def _check_pairs(
@@ -151,17 +185,19 @@ def _check_pairs(
     """Read every pair of `present` with its progress bar; count the readable ones."""
     problems: list[str] = []
     loader = DataLoader(
-        _PairCheck(present, dm.num_classes, dm.ignore_index),
+        _PairCheck(present, dm.num_classes, dm.ignore_index, report.modalities),
         batch_size=None,
         num_workers=num_workers,
         collate_fn=_unbatched,
     )
     task = progress.add_task(f"checking {report.name}", total=len(present))
-    for found, histogram in loader:
+    for found, histogram, zero_depth in loader:
         problems += found
         if histogram is not None:
             report.readable += 1
             report.histogram += histogram.numpy()
+        report.missing_depth += zero_depth
+        report.missing_depth_images += zero_depth > 0
         progress.advance(task)
     return problems
 
@@ -202,6 +238,14 @@ def print_report(
         expected = "-" if r.expected is None else str(r.expected)
         counts.add_row(r.name, ", ".join(r.stages), str(r.count), expected, str(r.readable))
     console.print(counts)
+    for r in reports:
+        if r.modalities:
+            console.print(f"{r.name}: checked {', '.join(r.modalities)} and the label per image")
+        if r.missing_depth:
+            console.print(
+                f"{r.name}: {r.missing_depth} depth pixels in {r.missing_depth_images} images "
+                "are 0 (no measurement); the network sees them as the mean log depth (0)"
+            )
     if not any(r.readable for r in reports):
         return
 

@@ -185,3 +185,82 @@ def compose_config(overrides=(), config_name: str = "verify_data"):
 
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         return compose(config_name, overrides=list(overrides))
+
+
+NYUD_LISTS = REPO / "fcn_lightning" / "resources" / "nyud"
+
+
+def nyud_reference_ids() -> dict[str, list[str]]:
+    """The reference's NYUDv2 lists (train, val, test), read as plain text here."""
+    return {n: (NYUD_LISTS / f"{n}.txt").read_text().split() for n in ("train", "val", "test")}
+
+
+class NyudTree:
+    """A fake NYUDv2 tree as nyud.tar.gz lays it out; what was written, by modality and ID:
+    `color[id]` RGB uint8 H x W x 3, `depth[id]` uint16 H x W, `hha[id]` uint8 H x W x 3,
+    `segmentation[id]` uint8 H x W (0 void, 1..40)."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.color: dict[str, np.ndarray] = {}
+        self.depth: dict[str, np.ndarray] = {}
+        self.hha: dict[str, np.ndarray] = {}
+        self.segmentation: dict[str, np.ndarray] = {}
+
+    def path(self, modality: str, i: str) -> Path:
+        folders = {"color": "data/images", "depth": "data/depth", "hha": "data/hha"}
+        if modality == "label":
+            return self.root / "segmentation" / f"img_{i}.mat"
+        return self.root / folders[modality] / f"img_{i}.png"
+
+
+def write_nyud_tree(
+    data_dir: Path,
+    ids: dict[str, list[str]] | None = None,
+    *,
+    size: tuple[int, int] = (6, 8),
+    seed: int = 0,
+    modalities: Iterable[str] = ("color", "depth", "hha"),
+    lists: bool = True,
+) -> NyudTree:
+    """Write `data_dir/nyud/` in the real formats: RGB PNGs, 16-bit greyscale depth PNGs
+    (raw 500..9999, one 0 = missing pixel in every image whose ID ends in 7), HHA RGB
+    PNGs and MATLAB files with the key `segmentation` (uint16, 0 void, 1..40), for the IDs
+    of `ids` (list name -> IDs; default the reference's lists, 1449 images); `lists`:
+    also write the split lists."""
+    ids = nyud_reference_ids() if ids is None else ids
+    tree = NyudTree(Path(data_dir) / "nyud")
+    rng = np.random.default_rng(seed)
+    height, width = size
+    modalities = tuple(modalities)
+    for i in dict.fromkeys(x for members in ids.values() for x in members):
+        segmentation = rng.integers(0, 41, (height, width)).astype(np.uint8)
+        color = rng.integers(0, 256, (height, width, 3)).astype(np.uint8)
+        depth = rng.integers(500, 10000, (height, width)).astype(np.uint16)
+        if i.endswith("7"):
+            depth[0, 0] = 0
+        hha = rng.integers(0, 256, (height, width, 3)).astype(np.uint8)
+        tree.color[i], tree.depth[i], tree.hha[i] = color, depth, hha
+        tree.segmentation[i] = segmentation
+        for modality, array in (("color", color), ("depth", depth), ("hha", hha)):
+            if modality in modalities:
+                path = tree.path(modality, i)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(array).save(path)
+        label = tree.path("label", i)
+        label.parent.mkdir(parents=True, exist_ok=True)
+        scipy.io.savemat(label, {"segmentation": segmentation.astype(np.uint16)})
+    if lists:
+        for name, members in ids.items():
+            write_list(tree.root / f"{name}.txt", members)
+    return tree
+
+
+_NYUD_TREES: dict[str, NyudTree] = {}
+
+
+def nyud_tree(tmp_path_factory) -> NyudTree:
+    """One full-size-lists NyudTree per test process (1449 tiny images); do not modify."""
+    if "tree" not in _NYUD_TREES:
+        _NYUD_TREES["tree"] = write_nyud_tree(tmp_path_factory.mktemp("nyud_data"))
+    return _NYUD_TREES["tree"]

@@ -20,6 +20,9 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from fcn_lightning.data import class_list, folder
 from fcn_lightning.data.collate import build_collate
+from fcn_lightning.data.inputs import input_channels, input_streams
+from fcn_lightning.data.nyud import select_input
+from fcn_lightning.data.nyud_readers import NYUDDataset
 from fcn_lightning.data.readers import IGNORE_INDEX, SegmentationDataset
 from fcn_lightning.data.sampling import (
     SAMPLINGS,
@@ -41,15 +44,16 @@ from fcn_lightning.data.splits import (
     load_split,
     split_sources,
 )
-from fcn_lightning.data.transforms import build_transforms, crop_hw
+from fcn_lightning.data.transforms import build_stream_transforms, build_transforms, crop_hw
 from fcn_lightning.errors import ConfigError, DataError, FCNError
 
 
 class SegmentationDataModule(pl.LightningDataModule):
     """Train / val / test splits of one dataset preset, batched for an FCN.
 
-    Batches are `(images float32 B x 3 x H x W normalised, labels int64 B x H x W)` with
-    `ignore_index` marking void and padding.
+    Batches are `(images float32 B x C x H x W normalised, labels int64 B x H x W)` with
+    `ignore_index` marking void and padding; C = 3 for `input="rgb"`, else the channels
+    of the input's streams (`data/inputs.py`: NYUDv2's colour, HHA, depth).
     """
 
     def __init__(
@@ -84,6 +88,7 @@ class SegmentationDataModule(pl.LightningDataModule):
         synthetic: Mapping[str, int] | None = None,
         root: str | None = None,
         layout: str = "auto",
+        input: str = "rgb",  # data.input: fcn_lightning.data.inputs
     ):
         super().__init__()
         test_split = test_split or val_split
@@ -118,21 +123,24 @@ class SegmentationDataModule(pl.LightningDataModule):
             # A user's own dataset (fcn_lightning.data.folder): its splits are its folders.
             "root": folder.absolute_root(root),
             "layout": layout,
+            "input": str(input),
         }
         self.save_hyperparameters(hparams)
         self._check_config()
         h = self.hparams
-        self.train_transforms = build_transforms(
-            normalization=h.normalization,
+        if h.input == "rgb":
+            build, kind = build_transforms, {"normalization": h.normalization}
+        else:  # the dataset normalises each stream; the geometry follows on all channels
+            build, kind = build_stream_transforms, {"channels": input_channels(h.input)}
+        self.train_transforms = build(
+            **kind,
             ignore_index=h.ignore_index,
             hflip=h.hflip,
             scale_range=h.scale_range,
             crop_size=h.crop_size,
             translate_px=h.translate_px,
         )
-        self.eval_transforms = build_transforms(
-            normalization=h.normalization, ignore_index=h.ignore_index
-        )
+        self.eval_transforms = build(**kind, ignore_index=h.ignore_index)
         self.train_dataset: SegmentationDataset | None = None
         self.val_dataset: SegmentationDataset | None = None
         self.test_dataset: SegmentationDataset | None = None
@@ -145,11 +153,20 @@ class SegmentationDataModule(pl.LightningDataModule):
             raise ConfigError(data_dir_problem(h.data_dir))
         if h.root is not None:
             folder.check_layout(h.layout)
+        input_streams(h.input)
+        if h.root is not None and h.input != "rgb":
+            raise ConfigError(f"data.input={h.input!r}: a folder dataset feeds rgb images only")
         for key in ("train_split", "val_split", "test_split") if h.root is None else ():
             try:
-                split_sources(h[key])
+                sources = split_sources(h[key])
             except ConfigError as err:
                 raise ConfigError(f"data.{key}: {err}") from None
+            for source in map(get_source, sources):
+                if h.input not in source.inputs:
+                    raise ConfigError(
+                        f"data.input={h.input!r}: {source.title} ({h[key]}) has no such input; "
+                        f"choose one of {list(source.inputs)}"
+                    )
         if h.sampling not in SAMPLINGS:
             raise ConfigError(f"data.sampling={h.sampling!r}: choose one of {list(SAMPLINGS)}")
         build_collate(h.collate)
@@ -237,7 +254,7 @@ class SegmentationDataModule(pl.LightningDataModule):
         """The checked samples of split `split` (lists read, files present, count right)."""
         if self.hparams.root is not None:  # the folder's own counts are the truth
             return folder.folder_split(self.hparams.root, split, self.hparams.layout)
-        samples = load_split(split, Roots(self.data_dir))
+        samples = select_input(load_split(split, Roots(self.data_dir)), self.hparams.input)
         check_split(split, samples, self.expected_count(split))
         return samples
 
@@ -260,12 +277,22 @@ class SegmentationDataModule(pl.LightningDataModule):
     def _dataset(self, stage: str) -> SegmentationDataset:
         split, train = self.splits[stage], stage == "train"
         if (split, train) not in self._datasets:  # val and test often share one split
-            self._datasets[split, train] = SegmentationDataset(
-                self.samples(split),
-                num_classes=self.num_classes,
-                ignore_index=self.ignore_index,
-                transforms=self.train_transforms if train else self.eval_transforms,
-            )
+            options: dict[str, Any] = {
+                "num_classes": self.num_classes,
+                "ignore_index": self.ignore_index,
+                "transforms": self.train_transforms if train else self.eval_transforms,
+            }
+            h = self.hparams
+            if h.input == "rgb":
+                dataset = SegmentationDataset(self.samples(split), **options)
+            else:
+                dataset = NYUDDataset(
+                    self.samples(split),
+                    input_name=h.input,
+                    normalization=h.normalization,
+                    **options,
+                )
+            self._datasets[split, train] = dataset
         return self._datasets[split, train]
 
     def train_dataloader(self) -> DataLoader:
@@ -392,7 +419,8 @@ def data_problems(
         if absent:
             continue
         try:
-            check_split(split, load_split(split, roots), expected.get(split))
+            samples = select_input(load_split(split, roots), data.get("input") or "rgb")
+            check_split(split, samples, expected.get(split))
         except DataError as err:
             problems.setdefault(str(err), err)
     return list(problems.values()), list(notes.values())

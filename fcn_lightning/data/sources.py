@@ -7,6 +7,9 @@ below, so a user who downloaded them by hand only has to unpack them there.
     data_dir/VOCdevkit/VOC2011/            (optional; else VOC2011 is read from VOC2012)
     data_dir/benchmark_RELEASE/dataset/    benchmark.tgz (SBD)
     data_dir/synthetic/                    written by fcn_lightning.data.synthetic
+    data_dir/nyud/                         nyud.tar.gz (NYUDv2 as the reference prepared it:
+                                           data/images, data/depth, data/hha, segmentation;
+                                           fcn_lightning.data.nyud)
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ DOWNLOADS = "downloads"
 class Archive:
     filename: str
     url: str
-    md5: str
+    md5: str | None  # None: no checksum is published; the download is checked by unpacking
     size: str  # for messages: a user fetching it by hand wants to know what to expect
     mirrors: tuple[str, ...] = ()
 
@@ -36,9 +39,10 @@ class Archive:
 class Source:
     name: str
     title: str
-    kind: str  # "voc" (JPEG + palette PNG) or "sbd" (JPEG + MATLAB .mat)
+    kind: str  # "voc" (JPEG + palette PNG), "sbd" (JPEG + MATLAB .mat), "nyud" (data/nyud.py)
     candidates: tuple[str, ...]  # directories under data_dir; the first that exists wins
     archive: Archive | None  # None: not downloadable (generated instead)
+    inputs: tuple[str, ...] = ("rgb",)  # the data.input values it can feed (data/inputs.py)
 
 
 VOC2012_ARCHIVE = Archive(
@@ -58,6 +62,15 @@ SBD_ARCHIVE = Archive(
     size="1.4 GB",
 )
 
+# The reference's prepared NYUDv2; its host publishes no checksum.
+NYUD_ARCHIVE = Archive(
+    filename="nyud.tar.gz",
+    url="http://dl.caffe.berkeleyvision.org/nyud.tar.gz",
+    md5=None,
+    size="size not published",
+)
+NYUD_INPUTS = ("color", "hha", "depth", "color_depth", "color_hha")
+
 SOURCES: dict[str, Source] = {
     "voc2012": Source("voc2012", "PASCAL VOC2012", "voc", ("VOCdevkit/VOC2012",), VOC2012_ARCHIVE),
     # VOC2011 is a subset of VOC2012, so a 2012 tree serves when no 2011 tree is there;
@@ -71,6 +84,7 @@ SOURCES: dict[str, Source] = {
     ),
     "sbd": Source("sbd", "SBD", "sbd", ("benchmark_RELEASE/dataset",), SBD_ARCHIVE),
     "synthetic": Source("synthetic", "synthetic dataset", "voc", ("synthetic",), None),
+    "nyud": Source("nyud", "NYUDv2", "nyud", ("nyud",), NYUD_ARCHIVE, NYUD_INPUTS),
 }
 
 
@@ -215,6 +229,10 @@ def missing_message(source: Source, data_dir: Path, *, given: Path | str | None 
             f"`python -m fcn_lightning.data.synthetic --root {where}`"
         )
     archive = source.archive
+    if source.kind == "nyud":
+        from fcn_lightning.data.nyud import nyud_near_miss
+
+        hint = hint or nyud_near_miss(data_dir)
     if extraction_unfinished(archive.filename, data_dir):
         return (
             f"extracting {archive.filename} into {data_dir} was interrupted: set "
@@ -222,9 +240,13 @@ def missing_message(source: Source, data_dir: Path, *, given: Path | str | None 
         )
     return (
         f"{source.title} not found at {where} (data_dir={data_dir}){hint}: set data.download=true, "
-        f"or download {archive.filename} ({archive.size}, md5 {archive.md5}) from "
+        f"or download {archive.filename} ({archive.size}{_md5(archive)}) from "
         f"{archive.url} and extract it into {data_dir}"
     )
+
+
+def _md5(archive: Archive) -> str:
+    return f", md5 {archive.md5}" if archive.md5 else ", no published checksum"
 
 
 def ensure_sources(names: Sequence[str], roots: Roots, *, mirrors: Sequence[str] = ()) -> None:

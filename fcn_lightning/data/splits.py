@@ -11,6 +11,8 @@ Names, as used by `data.train_split` / `data.val_split` / `data.test_split`:
   list are both present, the composition is checked against them.
 - `voc_aug_train`: VOC2012 train + SBD train + SBD val - VOC2012 val (10,582 images with a
   full download). An image with a VOC2012 label uses it; the others use SBD's.
+- `nyud_train`, `nyud_val`, `nyud_test`, `nyud_trainval` (train + val): NYUDv2's lists,
+  shipped with the package and checked against the dataset folder's (`data/nyud.py`).
 """
 
 from __future__ import annotations
@@ -27,11 +29,16 @@ from fcn_lightning.errors import ConfigError, DataError
 
 @dataclass(frozen=True)
 class Sample:
-    """One image and its label file; the label's suffix says how to read it."""
+    """One image and its label file; the label's suffix says how to read it.
+
+    `extra`: the other input files of the sample by modality, e.g. NYUDv2's
+    `(("depth", path), ("hha", path))` (`image` is then the first modality's file).
+    """
 
     id: str
     image: Path
     label: Path
+    extra: tuple[tuple[str, Path], ...] = ()
 
 
 def resource_path(*parts: str) -> Path:
@@ -144,6 +151,10 @@ def list_path(source: str, root: Path, list_name: str) -> Path:
 
 def _source_list(source: str, list_name: str, roots: Roots, repeats_ok: bool) -> list[Sample]:
     root = roots.require(source)
+    if get_source(source).kind == "nyud":
+        from fcn_lightning.data.nyud import nyud_split
+
+        return nyud_split(root, list_name, repeats_ok=repeats_ok)
     path = list_path(source, root, list_name)
     if not path.exists() and path.parent.is_dir():
         there = sorted(f"{source}_{p.stem}" for p in path.parent.glob("*.txt"))
@@ -214,7 +225,12 @@ def split_sources(name: str) -> tuple[str, ...]:
     """The sources a split reads; raises ConfigError for an unknown name."""
     if name in COMPOSED:
         return COMPOSED[name][0]
-    return (_parse(name)[0],)
+    source, list_name = _parse(name)
+    if get_source(source).kind == "nyud":  # its lists ship with the package: known now
+        from fcn_lightning.data.nyud import check_list_name
+
+        check_list_name(list_name)
+    return (source,)
 
 
 def load_split(name: str, roots: Roots, *, repeats_ok: bool = False) -> list[Sample]:
@@ -235,7 +251,9 @@ def missing_files(samples: list[Sample]) -> list[tuple[Path, str]]:
     (or is a directory, a broken or looping symbolic link: no file to read)."""
     problems = []
     for sample in samples:
-        for path, what in ((sample.image, "image"), (sample.label, "label")):
+        files = [(sample.image, "image"), (sample.label, "label")]
+        files += [(path, modality) for modality, path in sample.extra]
+        for path, what in files:
             why = unusable_path(path)
             if why == "missing":
                 problems.append((path, f"missing {what} of ID {sample.id}"))

@@ -142,7 +142,30 @@ def build_transforms(
     Order: scale, translate, crop (padding when the image is smaller), flip.
     """
     norm = get_input_norm(normalization)
-    fill = mean_rgb_uint8(norm)
+    steps = geometry_steps(
+        image_fill=mean_rgb_uint8(norm),
+        ignore_index=ignore_index,
+        hflip=hflip,
+        scale_range=scale_range,
+        crop_size=crop_size,
+        translate_px=translate_px,
+    )
+    steps.append(ToNetworkInput(normalization))
+    return v2.Compose(steps)
+
+
+def geometry_steps(
+    *,
+    image_fill: Sequence[float],
+    ignore_index: int,
+    hflip: bool,
+    scale_range: Sequence[float] | None,
+    crop_size: int | Sequence[int] | None,
+    translate_px: int,
+) -> list[Any]:
+    """The random geometry, applied alike to the image (padded with `image_fill`, one value
+    per channel) and the label (padded with `ignore_index`)."""
+    fill = list(image_fill)
     steps: list[Any] = []
     if scale_range is not None:
         steps.append(RandomScale(scale_range))
@@ -159,5 +182,40 @@ def build_transforms(
         )
     if hflip:
         steps.append(v2.RandomHorizontalFlip(p=0.5))
-    steps.append(ToNetworkInput(normalization))
-    return v2.Compose(steps)
+    return steps
+
+
+class ToTensors:
+    """(float Image, uint8 Mask) -> (the same float32 C x H x W, int64 label) plain tensors."""
+
+    def __call__(self, image: Tensor, label: Tensor) -> tuple[Tensor, Tensor]:
+        return image.as_subclass(Tensor).float(), label.as_subclass(Tensor).long()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+def build_stream_transforms(
+    *,
+    channels: int,
+    ignore_index: int = 255,
+    hflip: bool = False,
+    scale_range: Sequence[float] | None = None,
+    crop_size: int | Sequence[int] | None = None,
+    translate_px: int = 0,
+) -> v2.Compose:
+    """The pipeline for an input already normalised (NYUDv2's streams: float C x H x W).
+
+    The same geometry as `build_transforms`, on every channel at once, so colour, depth
+    and HHA stay aligned with each other and the label; padding is 0, each modality's
+    mean, as the batch padding is.
+    """
+    steps = geometry_steps(
+        image_fill=[0.0] * channels,
+        ignore_index=ignore_index,
+        hflip=hflip,
+        scale_range=scale_range,
+        crop_size=crop_size,
+        translate_px=translate_px,
+    )
+    return v2.Compose([*steps, ToTensors()])

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fcn_lightning.data.collate import COLLATES
+from fcn_lightning.data.inputs import INPUTS
 from fcn_lightning.data.sampling import SAMPLINGS
 from fcn_lightning.loss import NORMALIZE
 from fcn_lightning.models.build import BACKBONES
@@ -92,6 +93,7 @@ class Data:
     sampling: str = spec(choices=SAMPLINGS)
     seed: int = spec(ge=0, lt=2**32)
     normalization: str = spec(choices=tuple(NORMS))
+    input: str = spec(choices=tuple(INPUTS))  # what the network is fed (data/inputs.py)
     hflip: bool
     scale_range: list[float] | None = spec(gt=0, length=2)
     crop_size: int | list[int] | None = spec(ge=1)
