@@ -30,7 +30,7 @@ from fcn_lightning.run.rng_state import (
 )
 
 # Keys of the `model` node that are not build_fcn arguments.
-NOT_BUILD_ARGS = ("name", "init_from", "init_stages", "paper_lr", "paper_steps")
+NOT_BUILD_ARGS = ("name", "init_from", "init_streams", "init_stages", "paper_lr", "paper_steps")
 
 
 class SplitLoss(Metric):
@@ -273,7 +273,8 @@ def load_module(checkpoint: str | Path, **overrides: Any) -> FCNModule:
         raise ConfigError(
             f"ckpt_path={path}: not a fcn-lightning checkpoint (no model hyperparameters)"
         )
-    hparams["model"] = {**hparams["model"], "pretrained": False, "init_from": None}
+    hparams["model"] = {**hparams["model"], "pretrained": False, "init_from": None,
+                        "init_streams": None}  # fmt: skip
     hparams.update(overrides)
     module = FCNModule(**hparams)
     shapes = module.state_dict()

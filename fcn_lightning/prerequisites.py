@@ -68,7 +68,45 @@ def prerequisite_problems(
                    else checkpoint_problem(init_from, key="model.init_from"))  # fmt: skip
         if problem is not None:
             problems.append(WeightsError(problem))
+    streams = model.get("init_streams")
+    if streams and not resuming:
+        problems += _init_streams_problems(model, streams, data.get("num_classes"))
     return problems, notes
+
+
+def _init_streams_problems(
+    model: dict[str, Any], streams: dict[str, Any], num_classes: int | None
+) -> list[FCNError]:
+    """model.init_streams: streams of this model's input, each a readable checkpoint."""
+    from fcn_lightning.data.inputs import input_streams
+
+    try:
+        names = [s.name for s in input_streams(str(model.get("input", "rgb")), "model.input")]
+    except ConfigError as err:
+        return [err]
+    if len(names) < 2:
+        return [ConfigError(
+            f"model.init_streams is for late fusion (several input streams); model.input="
+            f"{model.get('input')} has one: use model.init_from, or set data.input=color_hha"
+        )]  # fmt: skip
+    if model.get("init_from") and not model.get("init_stages"):
+        return [ConfigError(
+            "model.init_from and model.init_streams both say where to start: keep one"
+        )]  # fmt: skip
+    unknown = sorted(set(streams) - set(names))
+    if unknown:
+        return [ConfigError(
+            f"model.init_streams.{unknown[0]}: not a stream of model.input={model.get('input')} "
+            f"(its streams: {names})"
+        )]  # fmt: skip
+    problems: list[FCNError] = []
+    for stream, path in streams.items():
+        key = f"model.init_streams.{stream}"
+        problem = (init_from_problem(path, num_classes, key=key) if str(path).startswith("zoo:")
+                   else checkpoint_problem(path, key=key))  # fmt: skip
+        if problem is not None:
+            problems.append(WeightsError(problem))
+    return problems
 
 
 def _weights_problems(model: dict[str, Any]) -> tuple[list[FCNError], list[str]]:

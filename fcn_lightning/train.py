@@ -22,6 +22,7 @@ from fcn_lightning.interop.zoo import resolve_init_from
 from fcn_lightning.loss import median_frequency_weights
 from fcn_lightning.metrics import markdown_table
 from fcn_lightning.models import init_from_checkpoint
+from fcn_lightning.models.staged import init_streams_from_checkpoints
 from fcn_lightning.module import FCNModule
 from fcn_lightning.prerequisites import check_prerequisites
 from fcn_lightning.report.results import read_run
@@ -129,6 +130,7 @@ def _train(cfg: DictConfig, run: RunDir, held: RunLock) -> dict[str, float]:
         init_from = run_earlier_stages(cfg, train)
         with open_dict(cfg):
             cfg.model.init_from = str(init_from)
+            cfg.model.init_streams = None  # the first stage started from them
     print_config(cfg)
     pl.seed_everything(cfg.seed, workers=True)
     datamodule = build_datamodule(cfg.data)
@@ -137,6 +139,10 @@ def _train(cfg: DictConfig, run: RunDir, held: RunLock) -> dict[str, float]:
         # model.init_from=zoo:<name>: that zoo model's converted checkpoint
         report = init_from_checkpoint(module.model, resolve_init_from(cfg.model.init_from))
         log.info("model.init_from=%s: %s", cfg.model.init_from, report.summary())
+    if cfg.model.get("init_streams") and start.ckpt_path is None:
+        sources = {s: resolve_init_from(p) for s, p in cfg.model.init_streams.items()}
+        report = init_streams_from_checkpoints(module.model, sources)
+        log.info("model.init_streams: %s", report.summary())
     datamodule.check_before_fit()
     prepare_ddp_relaunch()
     signals = StopSignals()

@@ -312,19 +312,21 @@ def resolve_checkpoint(cfg: DictConfig, task: str) -> str:
     return str(cfg.ckpt_path)
 
 
-def init_from_problem(value: object, num_classes: int | None = None) -> str | None:
+def init_from_problem(
+    value: object, num_classes: int | None = None, *, key: str = "model.init_from"
+) -> str | None:
     """Why ``model.init_from=zoo:<name>`` cannot be used, found without any download;
     None for a usable entry (or a value that is not ``zoo:``). ``num_classes``: the
     data's, which the released score layers must have to be copied."""
     if not (isinstance(value, str) and value.startswith(PREFIX)):
         return None
     try:
-        entry = usable_entry(value[len(PREFIX) :], key="model.init_from=zoo:", task="start from")
+        entry = usable_entry(value[len(PREFIX) :], key=f"{key}=zoo:", task="start from")
     except (ConfigError, WeightsError) as error:
         return str(error)
     if entry.num_classes and num_classes and entry.num_classes != num_classes:
         return (
-            f"model.init_from={value}: predicts {entry.num_classes} classes, the data has "
+            f"{key}={value}: predicts {entry.num_classes} classes, the data has "
             f"{num_classes} (data.num_classes), so its score layers cannot be copied; "
             f"choose data with {entry.num_classes} classes, or start from ImageNet weights "
             "(model.pretrained=true) instead"

@@ -58,6 +58,7 @@ NOT_GUARDED = (
     "model.weights_path",
     "model.weights_url",
     "model.init_from",
+    "model.init_streams",
     "model.init_stages",
 )
 

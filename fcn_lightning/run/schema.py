@@ -111,6 +111,15 @@ class Data:
 
 
 @dataclass(kw_only=True)
+class Head:
+    """One output head (SIFT Flow's sem and geo): data.heads[i], model.heads[i]."""
+
+    name: str = spec(pattern=r"[A-Za-z_][A-Za-z0-9_]*|a name of letters, digits and _")
+    num_classes: int = spec(ge=1)
+    classes: str = optional(nonempty=True)
+
+
+@dataclass(kw_only=True)
 class Model:
     name: str = spec(nonempty=True)
     variant: str = spec(choices=tuple(VARIANTS))
@@ -127,7 +136,11 @@ class Model:
     dropout: float = spec(ge=0, lt=1)
     batch_norm: str = spec(choices=("frozen", "train"))
     init_from: Path | None = spec(nonempty=True)
+    # Late fusion: stream -> a trained one-stream checkpoint (or zoo:<name>) to start it from.
+    init_streams: dict[str, Path] | None = spec(nonempty=True)
     init_stages: list[str] | None = spec(choices=tuple(VARIANTS))
+    input: str = spec(choices=tuple(INPUTS))  # follows data.input
+    heads: list[Head] | None = spec()  # follows data.heads
 
 
 @dataclass(kw_only=True)

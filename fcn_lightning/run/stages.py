@@ -53,6 +53,8 @@ def stage_config(cfg: DictConfig, index: int, variant: str, init_from: Path | No
         stage.model.name = variant
         stage.model.init_stages = None
         stage.model.init_from = None if init_from is None else str(init_from)
+        if index > 0:  # per-stream starts are the first stage's; later ones start from it
+            stage.model.init_streams = None
         stage.paths.output_dir = str(run.path)
         stage.ckpt_path = "auto"  # a finished stage is not trained again, a cut one resumes
         stage.run_name = f"{cfg.run_name}/{variant}"
