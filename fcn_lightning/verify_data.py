@@ -4,7 +4,8 @@
 
 For each split: the list is readable, not empty and names each image once, its count
 matches a full download, every file exists and decodes, image and label sizes match, and
-label values are classes or 255. Prints per-split counts and the class pixel histogram,
+label values are classes or 255 (per head, for a dataset of several: SIFT Flow). Prints
+per-split counts and the class pixel histogram (one table per head),
 then every problem as `file: what is wrong`. Exit status: 0 clean, 1 problems found, 2
 unusable configuration.
 """
@@ -25,7 +26,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from fcn_lightning import resolvers  # noqa: F401  (data=folder counts its classes with one)
 from fcn_lightning.data.datamodule import SegmentationDataModule, build_datamodule
-from fcn_lightning.data.readers import SampleError, pair_problems, read_image, read_label
+from fcn_lightning.data.readers import SampleError, pair_problems, read_image, read_sample_label
 from fcn_lightning.data.sources import Roots, get_source, missing_message
 from fcn_lightning.data.splits import (
     RepeatedIds,
@@ -47,6 +48,8 @@ class SplitReport:
     expected: int | None = None
     readable: int = 0  # pairs that decoded and passed every check
     histogram: np.ndarray = field(default_factory=lambda: np.zeros(256, dtype=np.int64))
+    # K >= 2 heads: one row per head (row 0 is `histogram`), else None
+    head_histograms: np.ndarray | None = None
 
 
 @dataclass
@@ -62,10 +65,11 @@ class VerifyResult:
 class _PairCheck(Dataset):
     """Checks one pair per item, in DataLoader workers: (problems, label value counts)."""
 
-    def __init__(self, samples: Sequence[Sample], num_classes: int, ignore_index: int):
+    def __init__(self, samples: Sequence[Sample], num_classes: int, ignore_index: int, heads):
         self.samples = list(samples)
         self.num_classes = num_classes
         self.ignore_index = ignore_index
+        self.heads = heads if len(heads) > 1 else None
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -79,14 +83,19 @@ class _PairCheck(Dataset):
         except SampleError as err:
             problems.append(str(err))
         try:
-            label = read_label(sample.label)
+            label = read_sample_label(sample)
         except SampleError as err:
             problems.append(str(err))
         if image is None or label is None:
             return problems, None
-        problems += pair_problems(sample, image, label, self.num_classes, self.ignore_index)
-        histogram = torch.bincount(label.flatten().long(), minlength=256)
-        return problems, (None if problems else histogram)
+        problems += pair_problems(
+            sample, image, label, self.num_classes, self.ignore_index, self.heads
+        )
+        if problems:
+            return problems, None
+        per_head = label.reshape(-1 if label.ndim == 3 else 1, label.shape[-2] * label.shape[-1])
+        histogram = torch.stack([torch.bincount(h.long(), minlength=256) for h in per_head])
+        return problems, histogram
 
 
 def _unbatched(item):
@@ -151,7 +160,7 @@ def _check_pairs(
     """Read every pair of `present` with its progress bar; count the readable ones."""
     problems: list[str] = []
     loader = DataLoader(
-        _PairCheck(present, dm.num_classes, dm.ignore_index),
+        _PairCheck(present, dm.num_classes, dm.ignore_index, dm.heads),
         batch_size=None,
         num_workers=num_workers,
         collate_fn=_unbatched,
@@ -161,7 +170,11 @@ def _check_pairs(
         problems += found
         if histogram is not None:
             report.readable += 1
-            report.histogram += histogram.numpy()
+            report.histogram += histogram[0].numpy()
+            if len(histogram) > 1:
+                if report.head_histograms is None:
+                    report.head_histograms = np.zeros((len(histogram), 256), dtype=np.int64)
+                report.head_histograms += histogram.numpy()
         progress.advance(task)
     return problems
 
@@ -170,7 +183,7 @@ def verify_data(cfg: DictConfig) -> VerifyResult:
     """Check every split of the data preset in `cfg.data`; print the report."""
     dm = build_datamodule(cfg.data)
     dm.prepare_data()  # downloads or generates, when the preset allows it
-    class_names = dm.class_names
+    class_names = dm.head_class_names
     reports = [SplitReport(name, stages) for name, stages in _stages_by_split(dm).items()]
     problems: list[str] = []
     progress = Progress(
@@ -193,8 +206,13 @@ def verify_data(cfg: DictConfig) -> VerifyResult:
 
 
 def print_report(
-    reports: list[SplitReport], class_names: list[str], ignore_index: int, console: Console
+    reports: list[SplitReport],
+    class_names: list[str] | dict[str, list[str]],
+    ignore_index: int,
+    console: Console,
 ) -> None:
+    """The counts table, then a class pixel table per head (`class_names` per head name)."""
+    heads = class_names if isinstance(class_names, dict) else {"": class_names}
     counts = Table(title="splits")
     for column in ("split", "used for", "images", "expected", "ok"):
         counts.add_column(column, justify="left" if column in ("split", "used for") else "right")
@@ -204,20 +222,38 @@ def print_report(
     console.print(counts)
     if not any(r.readable for r in reports):
         return
+    for k, (head, names) in enumerate(heads.items()):
+        rows = [(r.name, _head_histogram(r, k)) for r in reports]
+        _print_pixels(rows, names, ignore_index, console, head)
 
-    pixels = Table(title="label pixels per class (readable pairs)")
+
+def _head_histogram(report: SplitReport, k: int) -> np.ndarray:
+    if k == 0 or report.head_histograms is None:
+        return report.histogram if k == 0 else np.zeros(256, dtype=np.int64)
+    return report.head_histograms[k]
+
+
+def _print_pixels(
+    rows: list[tuple[str, np.ndarray]],
+    class_names: list[str],
+    ignore_index: int,
+    console: Console,
+    head: str,
+) -> None:
+    of_head = f", head {head}" if head else ""
+    pixels = Table(title=f"label pixels per class (readable pairs{of_head})")
     pixels.add_column("index", justify="right")
     pixels.add_column("class")
-    for r in reports:
-        pixels.add_column(r.name, justify="right")
+    for split, _ in rows:
+        pixels.add_column(split, justify="right")
         pixels.add_column("%", justify="right")
-    rows = [(str(i), name, i) for i, name in enumerate(class_names)]
-    rows.append((str(ignore_index), "(ignore)", ignore_index))
-    for index, name, value in rows:
+    classes = [(str(i), name, i) for i, name in enumerate(class_names)]
+    classes.append((str(ignore_index), "(ignore)", ignore_index))
+    for index, name, value in classes:
         cells = []
-        for r in reports:
-            total = int(r.histogram.sum())
-            count = int(r.histogram[value])
+        for _, histogram in rows:
+            total = int(histogram.sum())
+            count = int(histogram[value])
             cells += [str(count), f"{100 * count / total:.2f}" if total else "-"]
         pixels.add_row(index, name, *cells)
     console.print(pixels)

@@ -20,6 +20,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from fcn_lightning.data import class_list, folder
 from fcn_lightning.data.collate import build_collate
+from fcn_lightning.data.heads import check_heads, head_pairs
+from fcn_lightning.data.inputs import input_streams
 from fcn_lightning.data.readers import IGNORE_INDEX, SegmentationDataset
 from fcn_lightning.data.sampling import (
     SAMPLINGS,
@@ -29,6 +31,7 @@ from fcn_lightning.data.sampling import (
 )
 from fcn_lightning.data.sources import (
     Roots,
+    archive_facts,
     archive_path,
     data_dir_problem,
     ensure_sources,
@@ -49,7 +52,8 @@ class SegmentationDataModule(pl.LightningDataModule):
     """Train / val / test splits of one dataset preset, batched for an FCN.
 
     Batches are `(images float32 B x 3 x H x W normalised, labels int64 B x H x W)` with
-    `ignore_index` marking void and padding.
+    `ignore_index` marking void and padding; with K >= 2 `heads` (data.heads) the labels
+    are B x K x H x W, one labelling per head in data.heads order.
     """
 
     def __init__(
@@ -63,6 +67,8 @@ class SegmentationDataModule(pl.LightningDataModule):
         expected_counts: Mapping[str, int | None] | None = None,
         num_classes: int = 21,
         classes: str = "pascal",
+        heads: Sequence[Mapping[str, Any]] | None = None,
+        input: str = "rgb",
         ignore_index: int = IGNORE_INDEX,
         batch_size: int = 1,
         val_batch_size: int = 1,
@@ -87,6 +93,7 @@ class SegmentationDataModule(pl.LightningDataModule):
     ):
         super().__init__()
         test_split = test_split or val_split
+        input_streams(input)
         hparams: dict[str, Any] = {
             "name": name,
             "data_dir": str(data_dir),
@@ -96,6 +103,8 @@ class SegmentationDataModule(pl.LightningDataModule):
             "expected_counts": {str(k): v for k, v in (expected_counts or {}).items()},
             "num_classes": int(num_classes),
             "classes": classes,
+            "heads": check_heads(heads, int(num_classes), classes, int(ignore_index)),
+            "input": input,
             "ignore_index": int(ignore_index),
             "batch_size": int(batch_size),
             "val_batch_size": int(val_batch_size),
@@ -188,6 +197,22 @@ class SegmentationDataModule(pl.LightningDataModule):
         return self.hparams.ignore_index
 
     @property
+    def heads(self) -> tuple[tuple[str, int], ...]:
+        """(name, num_classes) per head, as the model's `heads`: one head is `("", C)`."""
+        return head_pairs(self.hparams.heads, self.num_classes)
+
+    @property
+    def head_class_names(self) -> dict[str, list[str]]:
+        """Class names per head name (one head: {"": class_names})."""
+        if self.hparams.heads is None:
+            return {"": self.class_names}
+        names = {}
+        for k, head in enumerate(self.hparams.heads):
+            listed = self.class_names if k == 0 else _head_names(head, k)
+            names[head["name"]] = listed
+        return names
+
+    @property
     def class_names(self) -> list[str]:
         if self._class_names is None:
             names = load_class_names(self.hparams.classes)
@@ -249,7 +274,7 @@ class SegmentationDataModule(pl.LightningDataModule):
             self.setup("fit")
 
     def setup(self, stage: str | None = None) -> None:
-        _ = self.class_names  # a class list that does not fit fails here, before any work
+        _ = self.head_class_names  # a class list that does not fit fails here, before any work
         if stage in (None, "fit"):
             self.train_dataset = self._dataset("train")
         if stage in (None, "fit", "validate"):
@@ -265,6 +290,7 @@ class SegmentationDataModule(pl.LightningDataModule):
                 num_classes=self.num_classes,
                 ignore_index=self.ignore_index,
                 transforms=self.train_transforms if train else self.eval_transforms,
+                heads=self.heads,
             )
         return self._datasets[split, train]
 
@@ -379,11 +405,11 @@ def data_problems(
             if download and source.archive is not None:
                 archive = source.archive
                 kept = archive_path(archive, roots.data_dir)
+                facts = archive_facts(archive)
                 notes[archive.filename] = (
-                    f"data.download=true: {archive.filename} ({archive.size}) is extracted "
-                    f"from {kept}"
+                    f"data.download=true: {archive.filename}{facts} is extracted from {kept}"
                     if kept.is_file()
-                    else f"data.download=true: {archive.filename} ({archive.size}) is "
+                    else f"data.download=true: {archive.filename}{facts} is "
                     f"downloaded from {archive.url} to {kept}"
                 )
                 continue
@@ -413,6 +439,19 @@ def build_datamodule(cfg: Any) -> SegmentationDataModule:
         if isinstance(err.__cause__, FCNError):
             raise err.__cause__ from None
         raise
+
+
+def _head_names(head: Mapping[str, Any], k: int) -> list[str]:
+    """The class names of head `k` >= 1 (numbered when its list is not named)."""
+    if head["classes"] is None:
+        return [str(i) for i in range(head["num_classes"])]
+    names = load_class_names(head["classes"])
+    if len(names) != head["num_classes"]:
+        raise ConfigError(
+            f"data.heads[{k}].classes={head['classes']!r} names {len(names)} classes but "
+            f"data.heads[{k}].num_classes={head['num_classes']}"
+        )
+    return names
 
 
 def _int_or_list(value: int | Sequence[int]) -> int | list[int]:

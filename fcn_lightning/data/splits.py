@@ -11,6 +11,10 @@ Names, as used by `data.train_split` / `data.val_split` / `data.test_split`:
   list are both present, the composition is checked against them.
 - `voc_aug_train`: VOC2012 train + SBD train + SBD val - VOC2012 val (10,582 images with a
   full download). An image with a VOC2012 label uses it; the others use SBD's.
+- `pascal_context_train`, `pascal_context_val`: VOC2010's `ImageSets/Main` lists with the
+  Context annotations (`fcn_lightning.data.pascal_context`).
+- `siftflow_trainval`, `siftflow_test`: the reference's lists, shipped with the package
+  (`fcn_lightning.data.siftflow`).
 """
 
 from __future__ import annotations
@@ -27,11 +31,15 @@ from fcn_lightning.errors import ConfigError, DataError
 
 @dataclass(frozen=True)
 class Sample:
-    """One image and its label file; the label's suffix says how to read it."""
+    """One image and its label file; the label's suffix says how to read it, unless
+    `label_format` names a dataset's own rules (`readers.LABEL_FORMATS`). `more_labels`:
+    the label files of further heads (SIFT Flow's geometric labels)."""
 
     id: str
     image: Path
     label: Path
+    more_labels: tuple[Path, ...] = ()
+    label_format: str = ""
 
 
 def resource_path(*parts: str) -> Path:
@@ -143,6 +151,15 @@ def list_path(source: str, root: Path, list_name: str) -> Path:
 
 
 def _source_list(source: str, list_name: str, roots: Roots, repeats_ok: bool) -> list[Sample]:
+    kind = get_source(source).kind
+    if kind == "context":
+        from fcn_lightning.data.pascal_context import context_samples
+
+        return context_samples(roots, list_name, repeats_ok)
+    if kind == "siftflow":
+        from fcn_lightning.data.siftflow import siftflow_samples
+
+        return siftflow_samples(roots, list_name, repeats_ok)
     root = roots.require(source)
     path = list_path(source, root, list_name)
     if not path.exists() and path.parent.is_dir():
@@ -214,7 +231,8 @@ def split_sources(name: str) -> tuple[str, ...]:
     """The sources a split reads; raises ConfigError for an unknown name."""
     if name in COMPOSED:
         return COMPOSED[name][0]
-    return (_parse(name)[0],)
+    source = _parse(name)[0]
+    return (*get_source(source).needs, source)
 
 
 def load_split(name: str, roots: Roots, *, repeats_ok: bool = False) -> list[Sample]:
@@ -235,7 +253,8 @@ def missing_files(samples: list[Sample]) -> list[tuple[Path, str]]:
     (or is a directory, a broken or looping symbolic link: no file to read)."""
     problems = []
     for sample in samples:
-        for path, what in ((sample.image, "image"), (sample.label, "label")):
+        labels = ((label, "label") for label in (sample.label, *sample.more_labels))
+        for path, what in ((sample.image, "image"), *labels):
             why = unusable_path(path)
             if why == "missing":
                 problems.append((path, f"missing {what} of ID {sample.id}"))
