@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fcn_lightning.data.collate import COLLATES
+from fcn_lightning.data.inputs import INPUTS
 from fcn_lightning.data.sampling import SAMPLINGS
 from fcn_lightning.loss import NORMALIZE
 from fcn_lightning.models.build import BACKBONES
@@ -75,6 +76,15 @@ class Synthetic:
 
 
 @dataclass(kw_only=True)
+class Head:
+    """One entry of data.heads (fcn_lightning.data.heads)."""
+
+    name: str = spec(pattern=r"[a-z][a-z0-9]*|a lower-case identifier")
+    num_classes: int = spec(ge=1, le=254)
+    classes: str | None = optional(nonempty=True)
+
+
+@dataclass(kw_only=True)
 class Data:
     _target_: str = spec(choices=("fcn_lightning.data.datamodule.SegmentationDataModule",))
     name: str = spec(nonempty=True)
@@ -85,6 +95,8 @@ class Data:
     expected_counts: dict[str, int | None] = spec(ge=0)
     num_classes: int = spec(ge=2)
     classes: str = spec(nonempty=True)  # pascal | synthetic | a class-names file
+    heads: list[Head] | None = optional(nonempty=True)  # null: one head
+    input: str = optional(choices=tuple(INPUTS))
     ignore_index: int = spec(ge=0, le=255)
     batch_size: int = spec(ge=1)
     val_batch_size: int = spec(ge=1)
