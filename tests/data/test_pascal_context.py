@@ -33,7 +33,10 @@ def reference_label(context_dir, image_id) -> np.ndarray:
 
     labels_400 = names(context_dir / "labels.txt")
     labels_59 = names(context_dir / "59_labels.txt")
-    for main, task in zip(("table", "bedclothes", "cloth"), ("diningtable", "bedcloth", "clothes")):
+    renames = zip(
+        ("table", "bedclothes", "cloth"), ("diningtable", "bedcloth", "clothes"), strict=True
+    )
+    for main, task in renames:
         labels_59[labels_59.index(task)] = main
     label_400 = scipy.io.loadmat(context_dir / "trainval" / f"{image_id}.mat")["LabelMap"]
     label = np.zeros_like(label_400, dtype=np.uint8)
