@@ -252,11 +252,14 @@ def near_miss(source: Source, data_dir: Path) -> str:
             if alike:
                 return f"; found {alike[0]}: rename it to {folder / part}"
             break
-    beside = [name for name in source.contents if (data_dir / name).exists()]
-    if beside:
-        where = data_dir / source.candidates[0]
-        them = "them" if len(beside) > 1 else "it"
-        return f"; found {', '.join(beside)} in {data_dir}: move {them} into {where}"
+    # Unpacked beside the other folders, or into the images' tree (as some guides do).
+    places = [data_dir, *(data_dir / c for n in source.needs for c in SOURCES[n].candidates)]
+    for place in places:
+        beside = [name for name in source.contents if (place / name).exists()]
+        if beside:
+            where = data_dir / source.candidates[0]
+            them = "them" if len(beside) > 1 else "it"
+            return f"; found {', '.join(beside)} in {place}: move {them} into {where}"
     return ""
 
 

@@ -249,3 +249,15 @@ def test_download_fetches_voc2010_the_annotations_and_the_59_list(server, tmp_pa
     fetched = len(server.requests)
     dm.prepare_data()
     assert len(server.requests) == fetched
+
+
+def test_annotations_unpacked_into_the_voc2010_tree_are_pointed_at(tree):
+    for name in ("trainval", "labels.txt"):
+        (tree.context / name).rename(tree.voc / name)
+    (tree.context / "59_labels.txt").unlink()
+    tree.context.rmdir()
+    with pytest.raises(DataError) as info:
+        preset(tree.data_dir).setup("fit")
+    assert f"found trainval, labels.txt in {tree.voc}: move them into {tree.context}" in str(
+        info.value
+    )
