@@ -267,3 +267,12 @@ def test_missing_dataset_and_its_download(server, tmp_path, monkeypatch):  # noq
     dm.setup("fit")
     _, label = dm.val_dataset[0]
     assert np.array_equal(label[1].numpy(), reference_label(tree.root, ids[0], "geometric"))
+
+
+def test_class_balancing_counts_the_semantic_head(full_tree):
+    from fcn_lightning.train import class_pixel_counts
+
+    dm = preset(full_tree.root.parent)
+    sem = np.concatenate([full_tree.sem[i].ravel() for i in siftflow_list("trainval")])
+    want = np.bincount(sem[sem > 0].astype(int) - 1, minlength=33)  # void 0 is not counted
+    assert np.array_equal(class_pixel_counts(dm).numpy(), want)
