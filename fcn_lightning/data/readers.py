@@ -185,9 +185,10 @@ def _head_problems(
     names = [name for name, _ in heads]
     if label.ndim != 3 or label.shape[0] != len(heads):
         held = label.shape[0] if label.ndim == 3 else 1
+        named = f"names {len(heads)} ({names})" if len(heads) > 1 else "names 1 (it is null)"
         return [
             f"{sample.label}: the label of {sample.id} holds {held} labelling(s) but data.heads "
-            f"names {len(heads)} ({names}): give this dataset's heads (its preset has them)"
+            f"{named}: give this dataset's heads (its preset has them)"
         ]
     files = (sample.label, *sample.more_labels)
     problems = []
