@@ -146,7 +146,7 @@ def check_split(
     missing = missing_files(samples)
     problems += [f"{path}: {what}" for path, what in missing]
     gone = {path for path, _ in missing}
-    present = [s for s in samples if s.image not in gone and s.label not in gone]
+    present = [s for s in samples if not {s.image, s.label, *s.more_labels} & gone]
     return problems + _check_pairs(report, present, dm, num_workers, progress)
 
 

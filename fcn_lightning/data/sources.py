@@ -121,7 +121,14 @@ SOURCES: dict[str, Source] = {
         extras=(CONTEXT_59_LABELS,),
         contents=("trainval", "labels.txt", "59_labels.txt"),
     ),
-    "siftflow": Source("siftflow", "SIFT Flow", "siftflow", ("SiftFlowDataset",), SIFTFLOW_ARCHIVE),
+    "siftflow": Source(
+        "siftflow",
+        "SIFT Flow",
+        "siftflow",
+        ("SiftFlowDataset",),
+        SIFTFLOW_ARCHIVE,
+        contents=("Images", "SemanticLabels", "GeoLabels"),
+    ),
 }
 
 

@@ -276,3 +276,38 @@ def test_class_balancing_counts_the_semantic_head(full_tree):
     sem = np.concatenate([full_tree.sem[i].ravel() for i in siftflow_list("trainval")])
     want = np.bincount(sem[sem > 0].astype(int) - 1, minlength=33)  # void 0 is not counted
     assert np.array_equal(class_pixel_counts(dm).numpy(), want)
+
+
+def test_verify_data_names_every_bad_file(tmp_path):
+    tree = write_siftflow_tree(tmp_path)
+    test_ids = siftflow_list("test")
+    tree.label_path("GeoLabels", test_ids[0]).unlink()
+    tree.label_path("SemanticLabels", test_ids[1]).write_bytes(b"")
+    (tree.root / "Images" / SIFTFLOW_FOLDER / f"{test_ids[2]}.jpg").write_bytes(b"\xff\xd8\xffjunk")
+    sem = tree.sem[test_ids[3]].copy()
+    sem[0, 0] = 40
+    tree.write(test_ids[3], sem, tree.geo[test_ids[3]])
+    cfg = compose_config(["data=siftflow", f"paths.data_dir={tmp_path}", "num_workers=0"])
+    result = verify_data(cfg)
+    problems = result.problems
+    assert len(problems) == 4, problems
+    geo0 = tree.label_path("GeoLabels", test_ids[0])
+    assert problems[0] == f"{geo0}: missing label of ID {test_ids[0]}"
+    assert f"SemanticLabels/{SIFTFLOW_FOLDER}/{test_ids[1]}.mat: unreadable MATLAB" in problems[1]
+    assert f"{test_ids[2]}.jpg: corrupt or unreadable image" in problems[2]
+    assert f"{test_ids[3]}.mat: label values [40] of head sem" in problems[3]
+    test = next(r for r in result.splits if r.name == "siftflow_test")
+    assert (test.count, test.readable) == (200, 196)
+
+
+def test_a_flat_unpack_is_pointed_at(tmp_path):
+    tree = write_siftflow_tree(tmp_path, siftflow_list("test")[:1])
+    for name in ("Images", "SemanticLabels", "GeoLabels"):
+        (tree.root / name).rename(tmp_path / name)
+    tree.root.rmdir()
+    with pytest.raises(DataError) as info:
+        preset(tmp_path).setup("fit")
+    assert (
+        f"found Images, SemanticLabels, GeoLabels in {tmp_path}: move them into {tree.root}"
+        in str(info.value)
+    )
