@@ -400,6 +400,14 @@ def data_problems(
         absent = any(roots.find(name) is None for name in names)
         for name in names:
             source = get_source(name)
+            fetched = [e for e in source.extras if not archive_path(e, roots.data_dir).is_file()]
+            if download and fetched:  # a further file (59_labels.txt) comes first
+                absent = True
+                for extra in fetched:
+                    notes[extra.filename] = (
+                        f"data.download=true: {extra.filename} is downloaded from {extra.url} "
+                        f"to {archive_path(extra, roots.data_dir)}"
+                    )
             if roots.find(name) is not None:
                 continue
             if download and source.archive is not None:

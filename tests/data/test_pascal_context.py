@@ -261,3 +261,24 @@ def test_annotations_unpacked_into_the_voc2010_tree_are_pointed_at(tree):
     assert f"found trainval, labels.txt in {tree.voc}: move them into {tree.context}" in str(
         info.value
     )
+
+
+def test_preflight_check_knows_a_download_brings_the_59_list(tree):
+    from fcn_lightning.data.datamodule import data_problems
+
+    (tree.context / "59_labels.txt").unlink()
+    data = {"data_dir": str(tree.data_dir), "train_split": "pascal_context_train",
+            "val_split": "pascal_context_val"}  # fmt: skip
+    problems, notes = data_problems(data)
+    assert [str(p) for p in problems] == [
+        f"{tree.context / '59_labels.txt'} is missing: download 59_labels.txt from "
+        f"https://cs.stanford.edu/~roozbeh/pascal-context/59_labels.txt into {tree.context} "
+        "(data.download=true fetches it)"
+    ]
+    problems, notes = data_problems({**data, "download": True})
+    assert problems == []
+    assert notes == [
+        "data.download=true: 59_labels.txt is downloaded from "
+        "https://cs.stanford.edu/~roozbeh/pascal-context/59_labels.txt to "
+        f"{tree.context / '59_labels.txt'}"
+    ]
