@@ -31,7 +31,6 @@ from fcn_lightning.data.sampling import (
 )
 from fcn_lightning.data.sources import (
     Roots,
-    archive_facts,
     archive_path,
     data_dir_problem,
     ensure_sources,
@@ -413,7 +412,7 @@ def data_problems(
             if download and source.archive is not None:
                 archive = source.archive
                 kept = archive_path(archive, roots.data_dir)
-                facts = archive_facts(archive)
+                facts = f" ({archive.size})" if archive.size else ""
                 notes[archive.filename] = (
                     f"data.download=true: {archive.filename}{facts} is extracted from {kept}"
                     if kept.is_file()
