@@ -345,7 +345,7 @@ def _fetch_archive(archive: Archive, data_dir: Path, mirrors: Sequence[str]) -> 
             into,
             md5=archive.md5 or None,
             mirrors=urls[1:],
-            desc=f"{archive.filename}{archive_facts(archive)}",
+            desc=f"{archive.filename} ({archive.size})" if archive.size else archive.filename,
             official=archive.url,
         )
     except DownloadError as err:
