@@ -55,12 +55,13 @@ def class_pixel_counts(datamodule: SegmentationDataModule) -> torch.Tensor:
     """Pixels per class over the training labels (for class balancing)."""
     from rich.progress import track
 
-    from fcn_lightning.data.readers import read_label
+    from fcn_lightning.data.readers import read_sample_label
 
     counts = torch.zeros(datamodule.num_classes, dtype=torch.long)
     samples = datamodule.samples(datamodule.splits["train"])
     for sample in track(samples, description="counting class pixels"):
-        label = read_label(sample.label).flatten().long()
+        label = read_sample_label(sample)
+        label = (label[0] if label.ndim == 3 else label).flatten().long()  # the first head
         counts += torch.bincount(label[label < datamodule.num_classes], minlength=len(counts))
     return counts
 

@@ -4,9 +4,10 @@
 
 For each split: the list is readable, not empty and names each image once, its count
 matches a full download, every file exists and decodes, image and label sizes match, and
-label values are classes or 255; for NYUDv2, every modality the input reads and every
-one whose folder is there (colour, 16-bit depth, HHA), with the depth pixels that are 0
-(missing) counted. Prints per-split counts and the class pixel histogram,
+label values are classes or 255 (per head, for a dataset of several: SIFT Flow); for
+NYUDv2, every modality the input reads and every one whose folder is there (colour, 16-bit
+depth, HHA), with the depth pixels that are 0 (missing) counted. Prints per-split counts and
+the class pixel histogram (one table per head),
 then every problem as `file: what is wrong`. Exit status: 0 clean, 1 problems found, 2
 unusable configuration.
 """
@@ -29,7 +30,7 @@ from fcn_lightning import resolvers  # noqa: F401  (data=folder counts its class
 from fcn_lightning.data.datamodule import SegmentationDataModule, build_datamodule
 from fcn_lightning.data.nyud import input_modalities, present_modalities, select_input
 from fcn_lightning.data.nyud_readers import sample_problems
-from fcn_lightning.data.readers import SampleError, pair_problems, read_image, read_label
+from fcn_lightning.data.readers import SampleError, pair_problems, read_image, read_sample_label
 from fcn_lightning.data.sources import Roots, get_source, missing_message
 from fcn_lightning.data.splits import (
     RepeatedIds,
@@ -54,6 +55,8 @@ class SplitReport:
     modalities: tuple[str, ...] = ()  # NYUDv2: the files checked per image
     missing_depth: int = 0  # NYUDv2: depth pixels that are 0 (no measurement)
     missing_depth_images: int = 0
+    # K >= 2 heads: one row per head (row 0 is `histogram`), else None
+    head_histograms: np.ndarray | None = None
 
 
 @dataclass
@@ -74,11 +77,13 @@ class _PairCheck(Dataset):
         samples: Sequence[Sample],
         num_classes: int,
         ignore_index: int,
+        heads,
         modalities: Sequence[str] = (),
     ):
         self.samples = list(samples)
         self.num_classes = num_classes
         self.ignore_index = ignore_index
+        self.heads = heads if len(heads) > 1 else None
         self.modalities = tuple(modalities)  # NYUDv2's; () for image/label pairs
 
     def __len__(self) -> int:
@@ -88,10 +93,9 @@ class _PairCheck(Dataset):
         sample = self.samples[index]
         if self.modalities:
             problems, label, zeros = sample_problems(sample, self.modalities, self.num_classes)
-            histogram = (
-                None if label is None else torch.bincount(label.flatten().long(), minlength=256)
-            )
-            return problems, histogram, zeros
+            if label is None:
+                return problems, None, zeros
+            return problems, torch.bincount(label.flatten().long(), minlength=256)[None], zeros
         problems = []
         image = label = None
         try:
@@ -99,14 +103,19 @@ class _PairCheck(Dataset):
         except SampleError as err:
             problems.append(str(err))
         try:
-            label = read_label(sample.label)
+            label = read_sample_label(sample)
         except SampleError as err:
             problems.append(str(err))
         if image is None or label is None:
             return problems, None, 0
-        problems += pair_problems(sample, image, label, self.num_classes, self.ignore_index)
-        histogram = torch.bincount(label.flatten().long(), minlength=256)
-        return problems, (None if problems else histogram), 0
+        problems += pair_problems(
+            sample, image, label, self.num_classes, self.ignore_index, self.heads
+        )
+        if problems:
+            return problems, None, 0
+        per_head = label.reshape(-1 if label.ndim == 3 else 1, label.shape[-2] * label.shape[-1])
+        histogram = torch.stack([torch.bincount(h.long(), minlength=256) for h in per_head])
+        return problems, histogram, 0
 
 
 def _unbatched(item):
@@ -161,7 +170,10 @@ def check_split(
     missing = missing_files(samples)
     problems += [f"{path}: {what}" for path, what in missing]
     gone = {path for path, _ in missing}
-    present = [s for s in samples if gone.isdisjoint((s.image, s.label, *dict(s.extra).values()))]
+    present = [
+        s for s in samples
+        if gone.isdisjoint((s.image, s.label, *s.more_labels, *dict(s.extra).values()))
+    ]  # fmt: skip
     return problems + _check_pairs(report, present, dm, num_workers, progress)
 
 
@@ -185,7 +197,7 @@ def _check_pairs(
     """Read every pair of `present` with its progress bar; count the readable ones."""
     problems: list[str] = []
     loader = DataLoader(
-        _PairCheck(present, dm.num_classes, dm.ignore_index, report.modalities),
+        _PairCheck(present, dm.num_classes, dm.ignore_index, dm.heads, report.modalities),
         batch_size=None,
         num_workers=num_workers,
         collate_fn=_unbatched,
@@ -195,7 +207,11 @@ def _check_pairs(
         problems += found
         if histogram is not None:
             report.readable += 1
-            report.histogram += histogram.numpy()
+            report.histogram += histogram[0].numpy()
+            if len(histogram) > 1:
+                if report.head_histograms is None:
+                    report.head_histograms = np.zeros((len(histogram), 256), dtype=np.int64)
+                report.head_histograms += histogram.numpy()
         report.missing_depth += zero_depth
         report.missing_depth_images += zero_depth > 0
         progress.advance(task)
@@ -206,7 +222,7 @@ def verify_data(cfg: DictConfig) -> VerifyResult:
     """Check every split of the data preset in `cfg.data`; print the report."""
     dm = build_datamodule(cfg.data)
     dm.prepare_data()  # downloads or generates, when the preset allows it
-    class_names = dm.class_names
+    class_names = dm.head_class_names
     reports = [SplitReport(name, stages) for name, stages in _stages_by_split(dm).items()]
     problems: list[str] = []
     progress = Progress(
@@ -229,8 +245,13 @@ def verify_data(cfg: DictConfig) -> VerifyResult:
 
 
 def print_report(
-    reports: list[SplitReport], class_names: list[str], ignore_index: int, console: Console
+    reports: list[SplitReport],
+    class_names: list[str] | dict[str, list[str]],
+    ignore_index: int,
+    console: Console,
 ) -> None:
+    """The counts table, then a class pixel table per head (`class_names` per head name)."""
+    heads = class_names if isinstance(class_names, dict) else {"": class_names}
     counts = Table(title="splits")
     for column in ("split", "used for", "images", "expected", "ok"):
         counts.add_column(column, justify="left" if column in ("split", "used for") else "right")
@@ -248,20 +269,38 @@ def print_report(
             )
     if not any(r.readable for r in reports):
         return
+    for k, (head, names) in enumerate(heads.items()):
+        rows = [(r.name, _head_histogram(r, k)) for r in reports]
+        _print_pixels(rows, names, ignore_index, console, head)
 
-    pixels = Table(title="label pixels per class (readable pairs)")
+
+def _head_histogram(report: SplitReport, k: int) -> np.ndarray:
+    if k == 0 or report.head_histograms is None:
+        return report.histogram if k == 0 else np.zeros(256, dtype=np.int64)
+    return report.head_histograms[k]
+
+
+def _print_pixels(
+    rows: list[tuple[str, np.ndarray]],
+    class_names: list[str],
+    ignore_index: int,
+    console: Console,
+    head: str,
+) -> None:
+    of_head = f", head {head}" if head else ""
+    pixels = Table(title=f"label pixels per class (readable pairs{of_head})")
     pixels.add_column("index", justify="right")
     pixels.add_column("class")
-    for r in reports:
-        pixels.add_column(r.name, justify="right")
+    for split, _ in rows:
+        pixels.add_column(split, justify="right")
         pixels.add_column("%", justify="right")
-    rows = [(str(i), name, i) for i, name in enumerate(class_names)]
-    rows.append((str(ignore_index), "(ignore)", ignore_index))
-    for index, name, value in rows:
+    classes = [(str(i), name, i) for i, name in enumerate(class_names)]
+    classes.append((str(ignore_index), "(ignore)", ignore_index))
+    for index, name, value in classes:
         cells = []
-        for r in reports:
-            total = int(r.histogram.sum())
-            count = int(r.histogram[value])
+        for _, histogram in rows:
+            total = int(histogram.sum())
+            count = int(histogram[value])
             cells += [str(count), f"{100 * count / total:.2f}" if total else "-"]
         pixels.add_row(index, name, *cells)
     console.print(pixels)

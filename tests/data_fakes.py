@@ -264,3 +264,128 @@ def nyud_tree(tmp_path_factory) -> NyudTree:
     if "tree" not in _NYUD_TREES:
         _NYUD_TREES["tree"] = write_nyud_tree(tmp_path_factory.mktemp("nyud_data"))
     return _NYUD_TREES["tree"]
+
+
+# -- PASCAL-Context ---------------------------------------------------------------------
+
+SHIPPED = REPO / "fcn_lightning" / "resources"
+CONTEXT_RENAMED = {"diningtable": "table", "bedcloth": "bedclothes", "clothes": "cloth"}
+# Task names written with a space in one list or the other: the reference removes spaces.
+CONTEXT_SPACED_FULL = {"pottedplant": "potted plant", "tvmonitor": "tv monitor"}
+CONTEXT_SPACED_TASK = {"bedcloth": "bed cloth"}
+# Near misses in the full list that must stay background.
+CONTEXT_DECOYS = ["dining table", "clothes tree", "bedclothes rack", "sky light"]
+
+
+def context_task_names() -> list[str]:
+    """The 59 names of the task, in 59_labels.txt order (the shipped list minus background)."""
+    return (SHIPPED / "pascal_context" / "classes.txt").read_text().split()[1:]
+
+
+class ContextTree:
+    """VOC2010 images and PASCAL-Context annotations in their real formats.
+
+    `raw[id]`: the LabelMap written (uint16 full-list ids); `task_of_id`: full-list id ->
+    task class (1..59) by construction, every other id 0; `full_names`: labels.txt's names.
+    """
+
+    def __init__(self, data_dir: Path, splits: dict[str, list[str]], size=(12, 16), seed=0):
+        self.data_dir = Path(data_dir)
+        self.voc = self.data_dir / "VOCdevkit" / "VOC2010"
+        self.context = self.data_dir / "pascal-context"
+        rng = np.random.default_rng(seed)
+        task = context_task_names()
+        full = [CONTEXT_SPACED_FULL.get(n, CONTEXT_RENAMED.get(n, n)) for n in task]
+        full += CONTEXT_DECOYS
+        full += [f"thing {i:03d}" for i in range(459 - len(full))]
+        order = rng.permutation(len(full))
+        self.full_names = [full[i] for i in order]
+        position = {name: p for p, name in enumerate(self.full_names)}
+        self.task_of_id = {}
+        for k, name in enumerate(task, 1):
+            written = CONTEXT_SPACED_FULL.get(name, CONTEXT_RENAMED.get(name, name))
+            self.task_of_id[position[written] + 1] = k
+        (self.context / "trainval").mkdir(parents=True, exist_ok=True)
+        (self.context / "labels.txt").write_text(
+            "".join(f"{i}: {n}\n" for i, n in enumerate(self.full_names, 1))
+        )
+        (self.context / "59_labels.txt").write_text(
+            "".join(f"{k}: {CONTEXT_SPACED_TASK.get(n, n)}\n" for k, n in enumerate(task, 1))
+        )
+        task_ids = np.array(sorted(self.task_of_id), dtype=np.int64)
+        self.raw: dict[str, np.ndarray] = {}
+        ids = dict.fromkeys(i for members in splits.values() for i in members)
+        for n, i in enumerate(ids):
+            h, w = size if n % 2 == 0 else size[::-1]
+            blocks = np.where(
+                rng.random(((h + 3) // 4, (w + 3) // 4)) < 0.6,
+                rng.choice(task_ids, ((h + 3) // 4, (w + 3) // 4)),
+                rng.integers(0, 460, ((h + 3) // 4, (w + 3) // 4)),
+            )
+            raw = np.kron(blocks, np.ones((4, 4), np.int64))[:h, :w].astype(np.uint16)
+            raw[0, :] = 0  # unlabelled pixels: background too
+            self.raw[i] = raw
+            scipy.io.savemat(self.context / "trainval" / f"{i}.mat", {"LabelMap": raw})
+            write_jpeg(self.voc / "JPEGImages" / f"{i}.jpg", image_from_label(raw % 21))
+        for split, members in splits.items():
+            write_list(self.voc / "ImageSets" / "Main" / f"{split}.txt", members)
+        # Main also holds the per-class lists; they are no splits of the task.
+        write_list(self.voc / "ImageSets" / "Main" / "aeroplane_train.txt", ["x -1"])
+
+    def expected(self, image_id: str) -> np.ndarray:
+        """The task label by construction (not by the reference's rules)."""
+        lookup = np.zeros(460, np.uint8)
+        for full_id, k in self.task_of_id.items():
+            lookup[full_id] = k
+        return lookup[self.raw[image_id]]
+
+
+def write_pascal_context_tree(data_dir, ids_train, ids_val, size=(12, 16), seed=0) -> ContextTree:
+    """A PASCAL-Context tree (VOC2010 + annotations) with Main/{train,val,trainval}.txt."""
+    splits = {"train": list(ids_train), "val": list(ids_val)}
+    splits["trainval"] = splits["train"] + splits["val"]
+    return ContextTree(Path(data_dir), splits, size=size, seed=seed)
+
+
+# -- SIFT Flow --------------------------------------------------------------------------
+
+SIFTFLOW_FOLDER = "spatial_envelope_256x256_static_8outdoorcategories"
+
+
+def siftflow_list(name: str) -> list[str]:
+    return (SHIPPED / "siftflow" / f"{name}.txt").read_text().split()
+
+
+class SiftFlowTree:
+    """SiftFlowDataset/ in its real format: `sem[id]`, `geo[id]` the `S` arrays written
+    (semantic 0..33, geometric -1..3, MATLAB doubles as the dataset stores them)."""
+
+    def __init__(self, data_dir: Path, ids: Iterable[str], size=(8, 8), seed=0):
+        self.root = Path(data_dir) / "SiftFlowDataset"
+        rng = np.random.default_rng(seed)
+        self.sem: dict[str, np.ndarray] = {}
+        self.geo: dict[str, np.ndarray] = {}
+        for kind in ("Images", "SemanticLabels", "GeoLabels"):
+            (self.root / kind / SIFTFLOW_FOLDER).mkdir(parents=True, exist_ok=True)
+        h, w = size
+        for i in ids:
+            sem = np.kron(rng.integers(0, 34, (h // 4, w // 4)), np.ones((4, 4))).astype(float)
+            geo = np.kron(rng.integers(-1, 4, (h // 4, w // 4)), np.ones((4, 4))).astype(float)
+            self.write(i, sem, geo)
+            image = image_from_label((sem % 21).astype(np.uint8))
+            write_jpeg(self.root / "Images" / SIFTFLOW_FOLDER / f"{i}.jpg", image)
+
+    def write(self, image_id: str, sem: np.ndarray, geo: np.ndarray) -> None:
+        self.sem[image_id], self.geo[image_id] = sem, geo
+        scipy.io.savemat(self.label_path("SemanticLabels", image_id), {"S": sem})
+        scipy.io.savemat(self.label_path("GeoLabels", image_id), {"S": geo})
+
+    def label_path(self, kind: str, image_id: str) -> Path:
+        return self.root / kind / SIFTFLOW_FOLDER / f"{image_id}.mat"
+
+
+def write_siftflow_tree(data_dir, ids=None, size=(8, 8), seed=0) -> SiftFlowTree:
+    """A SIFT Flow tree holding `ids` (default: every image of the shipped lists)."""
+    if ids is None:
+        ids = siftflow_list("trainval") + siftflow_list("test")
+    return SiftFlowTree(Path(data_dir), ids, size=size, seed=seed)

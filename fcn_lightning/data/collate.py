@@ -4,7 +4,8 @@ The paper trains on whole images of varying size at batch 1. For larger batches 
 crops make every pair the same size (`stack`), or `pad` pads each pair to the largest
 height and width in the batch: labels with `ignore_index`, so padding is never scored or
 learned, images with 0, the mean colour after normalisation. Padding goes at the bottom
-and right, so pixel (y, x) of the batch is pixel (y, x) of its image.
+and right, so pixel (y, x) of the batch is pixel (y, x) of its image. A label of K >= 2
+heads (K x H x W) batches to B x K x H x W, padded alike in every head.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ def new_batch_tensor(like: Tensor, shape: Sequence[int], fill: float | int | Non
 
 
 def stack_collate(batch: Sequence[tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
-    """Stack equal-size pairs into `(B x 3 x H x W, B x H x W)`."""
+    """Stack equal-size pairs into `(B x C x H x W, B x H x W)` (labels B x K x H x W)."""
     sizes = {tuple(image.shape[-2:]) for image, _ in batch}
     if len(sizes) > 1:
         raise ConfigError(
@@ -58,11 +59,12 @@ def pad_collate(
     width = max(image.shape[-1] for image, _ in batch)
     first_image, first_label = batch[0]
     images = new_batch_tensor(first_image, (len(batch), first_image.shape[0], height, width), 0)
-    labels = new_batch_tensor(first_label, (len(batch), height, width), ignore_index)
+    label_shape = (len(batch), *first_label.shape[:-2], height, width)
+    labels = new_batch_tensor(first_label, label_shape, ignore_index)
     for i, (image, label) in enumerate(batch):
         h, w = image.shape[-2:]
         images[i, :, :h, :w] = image
-        labels[i, :h, :w] = label
+        labels[i, ..., :h, :w] = label
     return images, labels
 
 

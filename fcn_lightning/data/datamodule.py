@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from fcn_lightning.data import class_list, folder
 from fcn_lightning.data.collate import build_collate
+from fcn_lightning.data.heads import check_heads, head_pairs
 from fcn_lightning.data.inputs import input_channels, input_streams
 from fcn_lightning.data.nyud import select_input
 from fcn_lightning.data.nyud_readers import NYUDDataset
@@ -53,7 +54,9 @@ class SegmentationDataModule(pl.LightningDataModule):
 
     Batches are `(images float32 B x C x H x W normalised, labels int64 B x H x W)` with
     `ignore_index` marking void and padding; C = 3 for `input="rgb"`, else the channels
-    of the input's streams (`data/inputs.py`: NYUDv2's colour, HHA, depth).
+    of the input's streams (`data/inputs.py`: NYUDv2's colour, HHA, depth). With K >= 2
+    `heads` (data.heads) the labels are B x K x H x W, one labelling per head in
+    data.heads order.
     """
 
     def __init__(
@@ -67,6 +70,7 @@ class SegmentationDataModule(pl.LightningDataModule):
         expected_counts: Mapping[str, int | None] | None = None,
         num_classes: int = 21,
         classes: str = "pascal",
+        heads: Sequence[Mapping[str, Any]] | None = None,
         ignore_index: int = IGNORE_INDEX,
         batch_size: int = 1,
         val_batch_size: int = 1,
@@ -101,6 +105,7 @@ class SegmentationDataModule(pl.LightningDataModule):
             "expected_counts": {str(k): v for k, v in (expected_counts or {}).items()},
             "num_classes": int(num_classes),
             "classes": classes,
+            "heads": check_heads(heads, int(num_classes), classes, int(ignore_index)),
             "ignore_index": int(ignore_index),
             "batch_size": int(batch_size),
             "val_batch_size": int(val_batch_size),
@@ -205,6 +210,22 @@ class SegmentationDataModule(pl.LightningDataModule):
         return self.hparams.ignore_index
 
     @property
+    def heads(self) -> tuple[tuple[str, int], ...]:
+        """(name, num_classes) per head, as the model's `heads`: one head is `("", C)`."""
+        return head_pairs(self.hparams.heads, self.num_classes)
+
+    @property
+    def head_class_names(self) -> dict[str, list[str]]:
+        """Class names per head name (one head: {"": class_names})."""
+        if self.hparams.heads is None:
+            return {"": self.class_names}
+        names = {}
+        for k, head in enumerate(self.hparams.heads):
+            listed = self.class_names if k == 0 else _head_names(head, k)
+            names[head["name"]] = listed
+        return names
+
+    @property
     def class_names(self) -> list[str]:
         if self._class_names is None:
             names = load_class_names(self.hparams.classes)
@@ -266,7 +287,7 @@ class SegmentationDataModule(pl.LightningDataModule):
             self.setup("fit")
 
     def setup(self, stage: str | None = None) -> None:
-        _ = self.class_names  # a class list that does not fit fails here, before any work
+        _ = self.head_class_names  # a class list that does not fit fails here, before any work
         if stage in (None, "fit"):
             self.train_dataset = self._dataset("train")
         if stage in (None, "fit", "validate"):
@@ -284,7 +305,7 @@ class SegmentationDataModule(pl.LightningDataModule):
             }
             h = self.hparams
             if h.input == "rgb":
-                dataset = SegmentationDataset(self.samples(split), **options)
+                dataset = SegmentationDataset(self.samples(split), heads=self.heads, **options)
             else:
                 dataset = NYUDDataset(
                     self.samples(split),
@@ -401,16 +422,24 @@ def data_problems(
         absent = any(roots.find(name) is None for name in names)
         for name in names:
             source = get_source(name)
+            fetched = [e for e in source.extras if not archive_path(e, roots.data_dir).is_file()]
+            if download and fetched:  # a further file (59_labels.txt) comes first
+                absent = True
+                for extra in fetched:
+                    notes[extra.filename] = (
+                        f"data.download=true: {extra.filename} is downloaded from {extra.url} "
+                        f"to {archive_path(extra, roots.data_dir)}"
+                    )
             if roots.find(name) is not None:
                 continue
             if download and source.archive is not None:
                 archive = source.archive
                 kept = archive_path(archive, roots.data_dir)
+                facts = f" ({archive.size})" if archive.size else ""
                 notes[archive.filename] = (
-                    f"data.download=true: {archive.filename} ({archive.size}) is extracted "
-                    f"from {kept}"
+                    f"data.download=true: {archive.filename}{facts} is extracted from {kept}"
                     if kept.is_file()
-                    else f"data.download=true: {archive.filename} ({archive.size}) is "
+                    else f"data.download=true: {archive.filename}{facts} is "
                     f"downloaded from {archive.url} to {kept}"
                 )
                 continue
@@ -441,6 +470,19 @@ def build_datamodule(cfg: Any) -> SegmentationDataModule:
         if isinstance(err.__cause__, FCNError):
             raise err.__cause__ from None
         raise
+
+
+def _head_names(head: Mapping[str, Any], k: int) -> list[str]:
+    """The class names of head `k` >= 1 (numbered when its list is not named)."""
+    if head["classes"] is None:
+        return [str(i) for i in range(head["num_classes"])]
+    names = load_class_names(head["classes"])
+    if len(names) != head["num_classes"]:
+        raise ConfigError(
+            f"data.heads[{k}].classes={head['classes']!r} names {len(names)} classes but "
+            f"data.heads[{k}].num_classes={head['num_classes']}"
+        )
+    return names
 
 
 def _int_or_list(value: int | Sequence[int]) -> int | list[int]:

@@ -7,7 +7,10 @@ whatever their colour mode: greyscale, palette and CMYK are converted, alpha is 
 fallback for formats torchvision cannot read (BMP, TIFF, ...). An animated image is
 refused. Labels are class indices, 255 for void: VOC's palette PNGs hold the indices as
 their pixel values (every bit depth and colour type: `fcn_lightning.data.label_png`),
-SBD's .mat files as `GTcls.Segmentation`.
+SBD's .mat files as `GTcls.Segmentation`; PASCAL-Context's and SIFT Flow's .mat files are
+mapped by their own rules (`LABEL_FORMATS`). A sample with K >= 2 heads (SIFT Flow) has a
+K x H x W label, one labelling per head in `data.heads` order, each checked against its
+head's classes.
 
 EXIF orientation is applied to images and PNG labels alike, so both are read upright as
 viewers and annotation tools show them. A pair whose sizes then disagree but agree as
@@ -31,10 +34,17 @@ from torchvision.io import ImageReadMode, decode_image
 
 from fcn_lightning.data.label_png import decode_label_png, short_palette_hint
 from fcn_lightning.data.orientation import turned_apart
+from fcn_lightning.data.pascal_context import read_context_label
 from fcn_lightning.data.sample_files import SampleError, read_bytes, reason, unusable_path
+from fcn_lightning.data.siftflow import read_siftflow_labels
 from fcn_lightning.data.splits import Sample
 
 IGNORE_INDEX = 255
+# Sample.label_format -> reader of the sample's label (uint8 H x W, or K x H x W for K heads)
+LABEL_FORMATS: dict[str, Callable[[Sample], torch.Tensor]] = {
+    "pascal_context": read_context_label,
+    "siftflow": read_siftflow_labels,
+}
 
 
 def read_image(path: Path) -> tv_tensors.Image:
@@ -122,15 +132,34 @@ def read_label(path: Path) -> tv_tensors.Mask:
     return tv_tensors.Mask(label)
 
 
+def read_sample_label(sample: Sample) -> tv_tensors.Mask:
+    """The label of `sample` by its dataset's rules (`label_format`), else by its suffix."""
+    if not sample.label_format:
+        return read_label(sample.label)
+    return tv_tensors.Mask(LABEL_FORMATS[sample.label_format](sample))
+
+
+Heads = Sequence[tuple[str, int]]
+
+
 def pair_problems(
     sample: Sample,
     image: torch.Tensor,
     label: torch.Tensor,
     num_classes: int,
     ignore_index: int = IGNORE_INDEX,
+    heads: Heads | None = None,
 ) -> list[str]:
-    """What is wrong with a read pair: sizes that differ, label values that are no class."""
+    """What is wrong with a read pair: sizes that differ, label values that are no class.
+
+    `heads` ((name, num_classes) each) for a K x H x W label of K >= 2 heads; else one
+    head of `num_classes`.
+    """
     problems = []
+    if (heads is not None and len(heads) > 1) or label.ndim == 3:
+        problems += _head_problems(sample, label, heads or (("", num_classes),), ignore_index)
+        if problems:
+            return problems
     image_hw, label_hw = tuple(image.shape[-2:]), tuple(label.shape[-2:])
     if image_hw != label_hw:
         (ih, iw), (lh, lw) = image_hw, label_hw
@@ -138,7 +167,7 @@ def pair_problems(
             turned_apart(sample.image, sample.label, image_hw, label_hw)
             or f"{sample.label}: label is {lh}x{lw} (HxW) but image {sample.image} is {ih}x{iw}"
         )
-    bad = stray_values(label, num_classes, ignore_index)
+    bad = [] if label.ndim == 3 else stray_values(label, num_classes, ignore_index)
     if bad:
         png = sample.label.suffix.lower() == ".png"
         hint = short_palette_hint(sample.label, bad) if png else ""
@@ -149,15 +178,41 @@ def pair_problems(
     return problems
 
 
+def _head_problems(
+    sample: Sample, label: torch.Tensor, heads: Heads, ignore_index: int
+) -> list[str]:
+    """A K-head label's problems: K that is not the number of heads, values per head."""
+    names = [name for name, _ in heads]
+    if label.ndim != 3 or label.shape[0] != len(heads):
+        held = label.shape[0] if label.ndim == 3 else 1
+        named = f"names {len(heads)} ({names})" if len(heads) > 1 else "names 1 (it is null)"
+        return [
+            f"{sample.label}: the label of {sample.id} holds {held} labelling(s) but data.heads "
+            f"{named}: give this dataset's heads (its preset has them)"
+        ]
+    files = (sample.label, *sample.more_labels)
+    problems = []
+    for k, (name, classes) in enumerate(heads):
+        bad = stray_values(label[k], classes, ignore_index)
+        if bad:
+            path = files[k] if k < len(files) else sample.label
+            problems.append(
+                f"{path}: label values {bad} of head {name} are neither its classes "
+                f"0..{classes - 1} nor {ignore_index} (ignore): check data.heads, or the label file"
+            )
+    return problems
+
+
 def check_pair(
     sample: Sample,
     image: torch.Tensor,
     label: torch.Tensor,
     num_classes: int,
     ignore_index: int = IGNORE_INDEX,
+    heads: Heads | None = None,
 ) -> None:
     """Raise a SampleError when sizes differ or a label value is not a class or ignore."""
-    problems = pair_problems(sample, image, label, num_classes, ignore_index)
+    problems = pair_problems(sample, image, label, num_classes, ignore_index, heads)
     if problems:
         raise SampleError(problems[0])
 
@@ -174,7 +229,8 @@ class SegmentationDataset(Dataset):
     """Image/label pairs read from `samples`, checked, then passed through `transforms`.
 
     Without transforms an item is `(tv_tensors.Image uint8 3xHxW RGB, tv_tensors.Mask
-    uint8 HxW)`; `transforms` is called as `transforms(image, label)`. An item is read by
+    uint8 HxW)`, the label K x H x W for K >= 2 `heads` ((name, num_classes) each, in
+    data.heads order); `transforms` is called as `transforms(image, label)`. An item is read by
     index, or by `(index, seed)` (`sampling.SeededDraws`): the random transforms then
     draw from `seed`, leaving the process's random state as it was.
     """
@@ -186,11 +242,13 @@ class SegmentationDataset(Dataset):
         num_classes: int,
         ignore_index: int = IGNORE_INDEX,
         transforms: Callable | None = None,
+        heads: Heads | None = None,
     ):
         self.samples = list(samples)
         self.num_classes = num_classes
         self.ignore_index = ignore_index
         self.transforms = transforms
+        self.heads = None if heads is None or len(heads) < 2 else tuple(heads)
 
     @property
     def ids(self) -> list[str]:
@@ -202,8 +260,8 @@ class SegmentationDataset(Dataset):
     def load(self, index: int) -> tuple[tv_tensors.Image, tv_tensors.Mask]:
         """The checked pair before transforms."""
         sample = self.samples[index]
-        image, label = read_image(sample.image), read_label(sample.label)
-        check_pair(sample, image, label, self.num_classes, self.ignore_index)
+        image, label = read_image(sample.image), read_sample_label(sample)
+        check_pair(sample, image, label, self.num_classes, self.ignore_index, self.heads)
         return image, label
 
     def __getitem__(self, item: int | tuple[int, int]):

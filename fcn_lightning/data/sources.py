@@ -6,6 +6,10 @@ below, so a user who downloaded them by hand only has to unpack them there.
     data_dir/VOCdevkit/VOC2012/            VOCtrainval_11-May-2012.tar
     data_dir/VOCdevkit/VOC2011/            (optional; else VOC2011 is read from VOC2012)
     data_dir/benchmark_RELEASE/dataset/    benchmark.tgz (SBD)
+    data_dir/VOCdevkit/VOC2010/            VOCtrainval_03-May-2010.tar (PASCAL-Context's images)
+    data_dir/pascal-context/               trainval.tar.gz extracted there (trainval/*.mat,
+                                           labels.txt), plus 59_labels.txt beside them
+    data_dir/SiftFlowDataset/              SiftFlowDataset.zip
     data_dir/synthetic/                    written by fcn_lightning.data.synthetic
     data_dir/nyud/                         nyud.tar.gz (NYUDv2 as the reference prepared it:
                                            data/images, data/depth, data/hha, segmentation;
@@ -20,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from fcn_lightning.download import download_and_extract, extraction_unfinished
+from fcn_lightning.download import download_and_extract, download_file, extraction_unfinished
 from fcn_lightning.errors import ConfigError, DataError, DownloadError
 
 DOWNLOADS = "downloads"
@@ -30,19 +34,24 @@ DOWNLOADS = "downloads"
 class Archive:
     filename: str
     url: str
-    md5: str | None  # None: no checksum is published; the download is checked by unpacking
-    size: str  # for messages: a user fetching it by hand wants to know what to expect
+    md5: str  # "" when no stable checksum is published: the file is then not checked
+    size: str  # for messages: a user fetching it by hand wants to know what to expect ("": unknown)
     mirrors: tuple[str, ...] = ()
+    into: str = ""  # the folder under data_dir it is extracted (or, a plain file, put) into
+    extract: bool = True  # False: a plain file (a class list), kept as it is in `into`
 
 
 @dataclass(frozen=True)
 class Source:
     name: str
     title: str
-    kind: str  # "voc" (JPEG + palette PNG), "sbd" (JPEG + MATLAB .mat), "nyud" (data/nyud.py)
+    kind: str  # "voc" (JPEG + palette PNG), "sbd", "context", "siftflow" (JPEG + .mat), "nyud"
     candidates: tuple[str, ...]  # directories under data_dir; the first that exists wins
     archive: Archive | None  # None: not downloadable (generated instead)
     inputs: tuple[str, ...] = ("rgb",)  # the data.input values it can feed (data/inputs.py)
+    needs: tuple[str, ...] = ()  # other sources its splits read (Context: VOC2010's images)
+    extras: tuple[Archive, ...] = ()  # further files fetched with the archive
+    contents: tuple[str, ...] = ()  # what its folder holds, to spot it unpacked elsewhere
 
 
 VOC2012_ARCHIVE = Archive(
@@ -62,12 +71,41 @@ SBD_ARCHIVE = Archive(
     size="1.4 GB",
 )
 
+VOC2010_ARCHIVE = Archive(
+    filename="VOCtrainval_03-May-2010.tar",
+    url="http://host.robots.ox.ac.uk/pascal/VOC/voc2010/VOCtrainval_03-May-2010.tar",
+    md5="da459979d0c395079b5c75ee67908abb",
+    size="1.3 GB",
+)
+CONTEXT_HOME = "https://cs.stanford.edu/~roozbeh/pascal-context"
+# The Context site publishes no checksums: these files are used unchecked.
+CONTEXT_ARCHIVE = Archive(
+    filename="trainval.tar.gz",
+    url=f"{CONTEXT_HOME}/trainval.tar.gz",
+    md5="",
+    size="",
+    into="pascal-context",
+)
+CONTEXT_59_LABELS = Archive(
+    filename="59_labels.txt",
+    url=f"{CONTEXT_HOME}/59_labels.txt",
+    md5="",
+    size="",
+    into="pascal-context",
+    extract=False,
+)
+SIFTFLOW_ARCHIVE = Archive(
+    filename="SiftFlowDataset.zip",
+    url="http://www.cs.unc.edu/~jtighe/Papers/ECCV10/siftflow/SiftFlowDataset.zip",
+    md5="",
+    size="",
+)
 # The reference's prepared NYUDv2; its host publishes no checksum.
 NYUD_ARCHIVE = Archive(
     filename="nyud.tar.gz",
     url="http://dl.caffe.berkeleyvision.org/nyud.tar.gz",
-    md5=None,
-    size="size not published",
+    md5="",
+    size="",
 )
 NYUD_INPUTS = ("color", "hha", "depth", "color_depth", "color_hha")
 
@@ -85,6 +123,25 @@ SOURCES: dict[str, Source] = {
     "sbd": Source("sbd", "SBD", "sbd", ("benchmark_RELEASE/dataset",), SBD_ARCHIVE),
     "synthetic": Source("synthetic", "synthetic dataset", "voc", ("synthetic",), None),
     "nyud": Source("nyud", "NYUDv2", "nyud", ("nyud",), NYUD_ARCHIVE, NYUD_INPUTS),
+    "voc2010": Source("voc2010", "PASCAL VOC2010", "voc", ("VOCdevkit/VOC2010",), VOC2010_ARCHIVE),
+    "pascal_context": Source(
+        "pascal_context",
+        "PASCAL-Context annotations",
+        "context",
+        ("pascal-context",),
+        CONTEXT_ARCHIVE,
+        needs=("voc2010",),
+        extras=(CONTEXT_59_LABELS,),
+        contents=("trainval", "labels.txt", "59_labels.txt"),
+    ),
+    "siftflow": Source(
+        "siftflow",
+        "SIFT Flow",
+        "siftflow",
+        ("SiftFlowDataset",),
+        SIFTFLOW_ARCHIVE,
+        contents=("Images", "SemanticLabels", "GeoLabels"),
+    ),
 }
 
 
@@ -172,7 +229,10 @@ class Roots:
         """The source's directory, or None when it is absent or only partly extracted."""
         source = get_source(name)
         try:
-            if source.archive and extraction_unfinished(source.archive.filename, self.data_dir):
+            archive = source.archive
+            if archive and extraction_unfinished(
+                archive.filename, extract_dir(archive, self.data_dir)
+            ):
                 return None
             for candidate in source.candidates:
                 if (self.data_dir / candidate).is_dir():
@@ -212,7 +272,27 @@ def near_miss(source: Source, data_dir: Path) -> str:
             if alike:
                 return f"; found {alike[0]}: rename it to {folder / part}"
             break
+    # Unpacked beside the other folders, or into the images' tree (as some guides do).
+    places = [data_dir, *(data_dir / c for n in source.needs for c in SOURCES[n].candidates)]
+    for place in places:
+        beside = [name for name in source.contents if (place / name).exists()]
+        if beside:
+            where = data_dir / source.candidates[0]
+            them = "them" if len(beside) > 1 else "it"
+            return f"; found {', '.join(beside)} in {place}: move {them} into {where}"
     return ""
+
+
+def archive_facts(archive: Archive) -> str:
+    """`(1.3 GB, md5 ...)` for a message; only the facts that are known."""
+    facts = [archive.size] if archive.size else []
+    facts += [f"md5 {archive.md5}"] if archive.md5 else []
+    return f" ({', '.join(facts)})" if facts else ""
+
+
+def extract_dir(archive: Archive, data_dir: Path) -> Path:
+    """Where `archive` is extracted: data_dir, or the folder under it that it belongs in."""
+    return Path(data_dir) / archive.into if archive.into else Path(data_dir)
 
 
 def missing_message(source: Source, data_dir: Path, *, given: Path | str | None = None) -> str:
@@ -229,19 +309,25 @@ def missing_message(source: Source, data_dir: Path, *, given: Path | str | None 
             f"`python -m fcn_lightning.data.synthetic --root {where}`"
         )
     archive = source.archive
+    into = extract_dir(archive, data_dir)
     if source.kind == "nyud":
         from fcn_lightning.data.nyud import nyud_near_miss
 
         hint = hint or nyud_near_miss(data_dir)
-    if extraction_unfinished(archive.filename, data_dir):
+    if extraction_unfinished(archive.filename, into):
         return (
-            f"extracting {archive.filename} into {data_dir} was interrupted: set "
+            f"extracting {archive.filename} into {into} was interrupted: set "
             f"data.download=true to extract it again"
         )
+    extras = "".join(
+        f", and {extra.filename}{archive_facts(extra)} from {extra.url} into "
+        f"{extract_dir(extra, data_dir)}"
+        for extra in source.extras
+    )
     return (
         f"{source.title} not found at {where} (data_dir={data_dir}){hint}: set data.download=true, "
-        f"or download {archive.filename} ({archive.size}{_md5(archive)}) from "
-        f"{archive.url} and extract it into {data_dir}"
+        f"or download {archive.filename}{archive_facts(archive)} from "
+        f"{archive.url} and extract it into {into}{extras}"
     )
 
 
@@ -258,33 +344,48 @@ def ensure_sources(names: Sequence[str], roots: Roots, *, mirrors: Sequence[str]
     done: set[str] = set()
     for name in names:
         source = get_source(name)
-        if roots.find(name) is not None or source.archive is None:
+        if source.archive is None:
             continue
-        archive = source.archive
-        if archive.filename in done:
-            continue
-        user = [f"{base.rstrip('/')}/{archive.filename}" for base in mirrors]
-        urls = [*user, archive.url, *archive.mirrors]
-        try:
-            download_and_extract(
-                urls[0],
-                archive_path(archive, roots.data_dir),
-                roots.data_dir,
-                md5=archive.md5,
-                mirrors=urls[1:],
-                desc=f"{archive.filename} ({archive.size})",
-                official=archive.url,
-            )
-        except DownloadError as err:
-            if not archive_path(archive, roots.data_dir).is_file():  # the fetch failed
-                raise DownloadError(
-                    f"{err} (a run with data.download=true then extracts it into "
-                    f"{roots.data_dir}; or extract it there yourself)"
-                ) from None
-            raise
-        done.add(archive.filename)
+        wanted = [] if roots.find(name) is not None else [source.archive]
+        wanted += [e for e in source.extras if not archive_path(e, roots.data_dir).is_file()]
+        for archive in wanted:
+            if archive.filename not in done:
+                _fetch_archive(archive, roots.data_dir, mirrors)
+                done.add(archive.filename)
+
+
+def _fetch_archive(archive: Archive, data_dir: Path, mirrors: Sequence[str]) -> None:
+    user = [f"{base.rstrip('/')}/{archive.filename}" for base in mirrors]
+    urls = [*user, archive.url, *archive.mirrors]
+    into = extract_dir(archive, data_dir)
+    fetch = download_and_extract if archive.extract else _download_only
+    try:
+        fetch(
+            urls[0],
+            archive_path(archive, data_dir),
+            into,
+            md5=archive.md5 or None,
+            mirrors=urls[1:],
+            desc=f"{archive.filename} ({archive.size})" if archive.size else archive.filename,
+            official=archive.url,
+        )
+    except DownloadError as err:
+        if archive.extract and not archive_path(archive, data_dir).is_file():  # fetch failed
+            raise DownloadError(
+                f"{err} (a run with data.download=true then extracts it into "
+                f"{into}; or extract it there yourself)"
+            ) from None
+        raise
+
+
+def _download_only(url: str, dest: Path, into: Path, **kwargs) -> Path:
+    """A plain file (a class list): fetched straight to where it is read from."""
+    return download_file(url, dest, **kwargs)
 
 
 def archive_path(archive: Archive, data_dir: Path) -> Path:
-    """Where a download keeps `archive` (and where a copy fetched by hand is used from)."""
+    """Where a download keeps `archive` (and where a copy fetched by hand is used from);
+    a plain file (extract=False) is kept where it is read, in its `into` folder."""
+    if not archive.extract:
+        return extract_dir(archive, data_dir) / archive.filename
     return Path(data_dir) / DOWNLOADS / archive.filename

@@ -13,6 +13,10 @@ Names, as used by `data.train_split` / `data.val_split` / `data.test_split`:
   full download). An image with a VOC2012 label uses it; the others use SBD's.
 - `nyud_train`, `nyud_val`, `nyud_test`, `nyud_trainval` (train + val): NYUDv2's lists,
   shipped with the package and checked against the dataset folder's (`data/nyud.py`).
+- `pascal_context_train`, `pascal_context_val`: VOC2010's `ImageSets/Main` lists with the
+  Context annotations (`fcn_lightning.data.pascal_context`).
+- `siftflow_trainval`, `siftflow_test`: the reference's lists, shipped with the package
+  (`fcn_lightning.data.siftflow`).
 """
 
 from __future__ import annotations
@@ -29,16 +33,18 @@ from fcn_lightning.errors import ConfigError, DataError
 
 @dataclass(frozen=True)
 class Sample:
-    """One image and its label file; the label's suffix says how to read it.
-
-    `extra`: the other input files of the sample by modality, e.g. NYUDv2's
-    `(("depth", path), ("hha", path))` (`image` is then the first modality's file).
-    """
+    """One image and its label file; the label's suffix says how to read it, unless
+    `label_format` names a dataset's own rules (`readers.LABEL_FORMATS`). `more_labels`:
+    the label files of further heads (SIFT Flow's geometric labels). `extra`: the other
+    input files of the sample by modality, e.g. NYUDv2's `(("depth", path), ("hha", path))`
+    (`image` is then the first modality's file)."""
 
     id: str
     image: Path
     label: Path
     extra: tuple[tuple[str, Path], ...] = ()
+    more_labels: tuple[Path, ...] = ()
+    label_format: str = ""
 
 
 def resource_path(*parts: str) -> Path:
@@ -150,6 +156,15 @@ def list_path(source: str, root: Path, list_name: str) -> Path:
 
 
 def _source_list(source: str, list_name: str, roots: Roots, repeats_ok: bool) -> list[Sample]:
+    kind = get_source(source).kind
+    if kind == "context":
+        from fcn_lightning.data.pascal_context import context_samples
+
+        return context_samples(roots, list_name, repeats_ok)
+    if kind == "siftflow":
+        from fcn_lightning.data.siftflow import siftflow_samples
+
+        return siftflow_samples(roots, list_name, repeats_ok)
     root = roots.require(source)
     if get_source(source).kind == "nyud":
         from fcn_lightning.data.nyud import nyud_split
@@ -230,7 +245,7 @@ def split_sources(name: str) -> tuple[str, ...]:
         from fcn_lightning.data.nyud import check_list_name
 
         check_list_name(list_name)
-    return (source,)
+    return (*get_source(source).needs, source)
 
 
 def load_split(name: str, roots: Roots, *, repeats_ok: bool = False) -> list[Sample]:
@@ -251,7 +266,8 @@ def missing_files(samples: list[Sample]) -> list[tuple[Path, str]]:
     (or is a directory, a broken or looping symbolic link: no file to read)."""
     problems = []
     for sample in samples:
-        files = [(sample.image, "image"), (sample.label, "label")]
+        labels = [(label, "label") for label in (sample.label, *sample.more_labels)]
+        files = [(sample.image, "image"), *labels]
         files += [(path, modality) for modality, path in sample.extra]
         for path, what in files:
             why = unusable_path(path)

@@ -43,7 +43,7 @@ GUARDED = (
         for key in (
             "name", "train_split", "classes", "num_classes", "ignore_index", "batch_size",
             "collate", "sampling", "seed", "normalization", "hflip", "scale_range",
-            "crop_size", "translate_px", "synthetic",
+            "crop_size", "translate_px", "synthetic", "heads", "input",
         )
     ),
     "trainer.accumulate_grad_batches",

@@ -76,6 +76,15 @@ class Synthetic:
 
 
 @dataclass(kw_only=True)
+class Head:
+    """One entry of data.heads (fcn_lightning.data.heads) and of model.heads."""
+
+    name: str = spec(pattern=r"[a-z][a-z0-9]*|a lower-case identifier")
+    num_classes: int = spec(ge=1, le=254)
+    classes: str | None = optional(nonempty=True)
+
+
+@dataclass(kw_only=True)
 class Data:
     _target_: str = spec(choices=("fcn_lightning.data.datamodule.SegmentationDataModule",))
     name: str = spec(nonempty=True)
@@ -86,6 +95,7 @@ class Data:
     expected_counts: dict[str, int | None] = spec(ge=0)
     num_classes: int = spec(ge=2)
     classes: str = spec(nonempty=True)  # pascal | synthetic | a class-names file
+    heads: list[Head] | None = optional(nonempty=True)  # null: one head
     ignore_index: int = spec(ge=0, le=255)
     batch_size: int = spec(ge=1)
     val_batch_size: int = spec(ge=1)
@@ -108,15 +118,6 @@ class Data:
     synthetic: Synthetic | None = spec()
     root: Path | None = optional(nonempty=True)  # data=folder: the dataset's folder
     layout: str = optional(choices=("auto", "folders", "voc"))
-
-
-@dataclass(kw_only=True)
-class Head:
-    """One output head (SIFT Flow's sem and geo): data.heads[i], model.heads[i]."""
-
-    name: str = spec(pattern=r"[A-Za-z_][A-Za-z0-9_]*|a name of letters, digits and _")
-    num_classes: int = spec(ge=1)
-    classes: str = optional(nonempty=True)
 
 
 @dataclass(kw_only=True)
