@@ -286,7 +286,7 @@ def near_miss(source: Source, data_dir: Path) -> str:
 def archive_facts(archive: Archive) -> str:
     """`(1.3 GB, md5 ...)` for a message; only the facts that are known."""
     facts = [archive.size] if archive.size else []
-    facts += [f"md5 {archive.md5}"] if archive.md5 else []
+    facts += [f"md5 {archive.md5}" if archive.md5 else "no published checksum"]
     return f" ({', '.join(facts)})" if facts else ""
 
 
@@ -329,10 +329,6 @@ def missing_message(source: Source, data_dir: Path, *, given: Path | str | None 
         f"or download {archive.filename}{archive_facts(archive)} from "
         f"{archive.url} and extract it into {into}{extras}"
     )
-
-
-def _md5(archive: Archive) -> str:
-    return f", md5 {archive.md5}" if archive.md5 else ", no published checksum"
 
 
 def ensure_sources(names: Sequence[str], roots: Roots, *, mirrors: Sequence[str] = ()) -> None:

@@ -200,7 +200,7 @@ def test_missing_sources_say_what_to_fetch(tmp_path):
     assert f"found trainval in {tmp_path}: move it into {tmp_path / 'pascal-context'}" in message
     assert "https://cs.stanford.edu/~roozbeh/pascal-context/trainval.tar.gz" in message
     assert (
-        "59_labels.txt from https://cs.stanford.edu/~roozbeh/pascal-context/59_labels.txt"
+        "59_labels.txt (no published checksum) from https://cs.stanford.edu/~roozbeh/pascal-context/59_labels.txt"
         in message
     )
     assert "md5" not in message.split("trainval.tar.gz")[1]  # none is published

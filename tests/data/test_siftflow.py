@@ -248,7 +248,8 @@ def test_missing_dataset_and_its_download(server, tmp_path, monkeypatch):  # noq
     message = str(info.value)
     assert f"SIFT Flow not found at {tmp_path / 'data' / 'SiftFlowDataset'}" in message
     assert (
-        "SiftFlowDataset.zip from http://www.cs.unc.edu/~jtighe/Papers/ECCV10/siftflow/" in message
+        "SiftFlowDataset.zip (no published checksum) from "
+        "http://www.cs.unc.edu/~jtighe/Papers/ECCV10/siftflow/" in message
     )
     ids = siftflow_list("test")
     tree = write_siftflow_tree(tmp_path / "staging", ids)
