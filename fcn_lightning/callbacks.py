@@ -8,11 +8,14 @@ from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
+import torch
 from PIL import Image
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import WandbLogger
+from torch import Tensor
 
-from fcn_lightning.normalization import get_input_norm
+from fcn_lightning.heads import first_head
+from fcn_lightning.normalization import InputNorm, get_input_norm
 from fcn_lightning.run.rundir import BEST_FILENAME, RunDir
 from fcn_lightning.visualize import sample_grid
 
@@ -72,7 +75,10 @@ class SegmentationSamples(pl.Callback):
             return
         images, labels = batch
         norm = get_input_norm(pl_module.hparams.normalization)
-        preds = outputs.argmax(1)
+        # Several heads: the first head's prediction and labels (as its logged names).
+        heads = getattr(pl_module, "heads", None) or (("", outputs.shape[1]),)
+        scores, labels = first_head(outputs, labels, heads)
+        preds = scores.argmax(1)
         for image, label, pred in zip(images, labels, preds, strict=True):
             if len(self.rows) >= self.num_samples:
                 break
@@ -81,7 +87,7 @@ class SegmentationSamples(pl.Callback):
             # Pad collation adds void margins; show only the image itself.
             h = int(rows.max()) + 1 if len(rows) else label.shape[0]
             w = int(cols.max()) + 1 if len(cols) else label.shape[1]
-            rgb = norm.invert(image[:, :h, :w]).permute(1, 2, 0).cpu().numpy()
+            rgb = shown_image(image[:, :h, :w], norm).permute(1, 2, 0).cpu().numpy()
             self.rows.append((rgb, label[:h, :w].cpu().numpy(), pred[:h, :w].cpu().numpy()))
 
     def on_validation_end(self, trainer, pl_module) -> None:
@@ -98,6 +104,18 @@ class SegmentationSamples(pl.Callback):
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
                 _log_to_wandb(logger, self.rows, scores, pl_module.class_names, step)
+
+
+def shown_image(image: Tensor, norm: InputNorm) -> Tensor:
+    """An input as RGB uint8 ``3 x H x W`` for pictures: its first three channels (the
+    colour stream of NYUD's colour+depth or colour+HHA inputs) un-normalised; a one-channel
+    input (depth) stretched to grey."""
+    if image.shape[0] >= 3:
+        return norm.invert(image[:3])
+    plane = image[0].float()
+    low, high = plane.min(), plane.max()
+    grey = ((plane - low) / (high - low).clamp(min=1e-6) * 255).round().to(torch.uint8)
+    return grey.expand(3, *grey.shape)
 
 
 def _log_to_wandb(logger: WandbLogger, rows, scores, class_names: list[str], step: int) -> None:

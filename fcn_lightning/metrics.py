@@ -93,20 +93,34 @@ class SegmentationMetrics(Metric):
 
 
 def markdown_table(scores: dict[str, Any]) -> str:
-    """The four metrics and the per-class IU (in %) as Markdown tables."""
+    """The four metrics and the per-class IU (in %) as Markdown tables; ``mean_iu_present``
+    beside them where it differs from mean IU; with several heads (``scores["heads"]``)
+    one section per further head after the first head's tables."""
+    text = _head_tables(scores)
+    for name, head in list((scores.get("heads") or {}).items())[1:]:
+        text += f"\nhead {name}:\n\n" + _head_tables(head)
+    return text
 
-    def pct(value: float) -> str:
-        return "n/a" if math.isnan(value) else f"{100 * value:.1f}"
 
+def _pct(value: float) -> str:
+    return "n/a" if math.isnan(value) else f"{100 * value:.1f}"
+
+
+def _head_tables(scores: dict[str, Any]) -> str:
+    present = scores.get("mean_iu_present")
+    extra = present is not None and _pct(present) != _pct(scores["mean_iu"])
     lines = [
-        "| pixel acc | mean acc | mean IU | f.w. IU |",
-        "|---|---|---|---|",
-        "| " + " | ".join(pct(scores[name]) for name in SCORE_NAMES) + " |",
+        "| pixel acc | mean acc | mean IU | f.w. IU |" + (" mean IU (GT classes) |" * extra),
+        "|---|---|---|---|" + ("---|" * extra),
+        "| "
+        + " | ".join(_pct(scores[name]) for name in SCORE_NAMES)
+        + (f" | {_pct(present)}" if extra else "")
+        + " |",
         "",
         "| class | IU |",
         "|---|---|",
     ]
     # A class name of a user's classes.txt may hold "|", which would end its cell.
     cells = {str(name).replace("|", r"\|"): iu for name, iu in scores["iu"].items()}
-    lines += [f"| {name} | {pct(iu)} |" for name, iu in cells.items()]
+    lines += [f"| {name} | {_pct(iu)} |" for name, iu in cells.items()]
     return "\n".join(lines) + "\n"

@@ -4,6 +4,10 @@ Markdown table and plots written from them (the command line is `fcn_lightning.r
 Every run (a folder holding ``csv/metrics.csv`` and ``config_resolved.yaml``; staged jobs'
 stage runs included) becomes a row with the four metrics of its last validation, beside the
 paper's numbers where the study has them (docs/paper.md section 6: VOC seg11valid).
+A run that logged ``mean_iu_present`` (the mean IU over the classes its split's ground
+truth holds) has it in its scores; the table shows it beside mean IU where it differs
+for some run (SIFT Flow's test set). A run with several heads is reported by its first
+head (the names it logs without a head prefix).
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from fcn_lightning.errors import FCNError
-from fcn_lightning.metrics import SCORE_NAMES
+from fcn_lightning.metrics import LOGGED_SCORES, SCORE_NAMES
 from fcn_lightning.run.rundir import STAGES_DIR, RunDir
 
 # The paper's rows (pixel acc, mean acc, mean IU, f.w. IU), keyed by the config value
@@ -44,6 +48,7 @@ STUDIES = {
     "study_optim": (PAPER_OPTIM, "optim.name"),
 }
 ROW_ORDER = [*PAPER_SKIPS, *PAPER_OPTIM]
+EXTRA_SCORES = tuple(n for n in LOGGED_SCORES if n not in SCORE_NAMES)
 
 
 class ReportError(FCNError):
@@ -98,10 +103,13 @@ def run_result(
     last = rows[-1]
     # Lightning logs a validation at the index of the step before it (0-based).
     curve = [(int(r["step"]) + 1, 100 * float(r["val/mean_iu"])) for r in rows]
+    further = tuple(f"val_iu/{h['name']}/" for h in (OmegaConf.select(cfg, "data.heads") or [])[1:])
     per_class = {
         k.split("/", 1)[1]: 100 * v
         for k, value in last.items()
-        if k.startswith("val_iu/") and (v := _float(value)) is not None
+        if k.startswith("val_iu/")
+        and not k.startswith(further)
+        and (v := _float(value)) is not None
     }
     order = [c for c in _class_order(cfg) if c in per_class]  # the logs sort them by name
     per_class = {**{c: per_class[c] for c in order}, **per_class}
@@ -111,7 +119,10 @@ def run_result(
         study=study,
         key=key,
         step=curve[-1][0],
-        scores={n: 100 * float(last[f"val/{n}"]) for n in SCORE_NAMES},
+        scores={
+            **{n: 100 * float(last[f"val/{n}"]) for n in SCORE_NAMES},
+            **{n: 100 * v for n in EXTRA_SCORES if (v := _float(last.get(f"val/{n}"))) is not None},
+        },
         per_class=per_class,
         curve=curve,
         paper=table.get(key) if table and key else None,
@@ -171,14 +182,22 @@ def _pct(value: float | None) -> str:
 
 def markdown(runs: list[RunResult], title: str) -> str:
     with_paper = any(r.paper for r in runs)
+    present = any(
+        _pct(r.scores.get("mean_iu_present")) not in ("", _pct(r.scores["mean_iu"])) for r in runs
+    )
     head = "| run | steps | pixel acc | mean acc | mean IU | f.w. IU |"
     rule = "|---|---|---|---|---|---|"
+    if present:
+        head += " mean IU (GT classes) |"
+        rule += "---|"
     if with_paper:
         head += " paper row | pixel acc | mean acc | mean IU | f.w. IU |"
         rule += "---|---|---|---|---|"
     lines = [f"# {title}", "", head, rule]
     for run in runs:
         cells = [run.name, str(run.step), *(_pct(run.scores[n]) for n in SCORE_NAMES)]
+        if present:
+            cells.append(_pct(run.scores.get("mean_iu_present")))
         if with_paper:
             paper = run.paper or ("", None, None, None, None)
             cells += [paper[0], *(_pct(v) for v in paper[1:])]
