@@ -87,7 +87,7 @@ class PerImageScores(pl.Callback):
         preds = head_scores[0].max(1).indices  # the class metrics.py takes (the first maximal)
         for i, index in enumerate(self._batches[batch_idx]):
             hist = confusion_matrix(preds[i], labels[i], self.num_classes).cpu().numpy()
-            self.confusion += hist
+            self.confusions[0] += hist
             pixel_acc, mean_iu, labelled = image_scores(hist)
             self.rows.append((index, pixel_acc, mean_iu, labelled))
             if self.worst_k and not math.isnan(mean_iu):
