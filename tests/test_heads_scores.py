@@ -103,8 +103,9 @@ def test_mean_iu_present_equals_mean_iu_when_every_class_is_in_the_truth():
 
 def test_the_table_shows_mean_iu_present_only_where_it_differs_and_each_further_head():
     names = ("pixel_acc", "mean_acc", "mean_iu", "fw_iu", "mean_iu_present")
-    first = {**dict(zip(names, (0.9, 0.8, 0.5, 0.7, 0.6))), "iu": {"a": 0.5, "b": float("nan")}}
-    geo = dict(zip(names, (0.95, 0.9, 0.85, 0.9, 0.85)))
+    first = dict(zip(names, (0.9, 0.8, 0.5, 0.7, 0.6), strict=True))
+    first["iu"] = {"a": 0.5, "b": float("nan")}
+    geo = dict(zip(names, (0.95, 0.9, 0.85, 0.9, 0.85), strict=True))
     geo["iu"] = {"sky": 0.9, "horizontal": 0.8, "vertical": 0.85}
     text = markdown_table({**first, "heads": {"sem": first, "geo": geo}})
     head, geo_part = text.split("head geo:")
