@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fcn_lightning.data.collate import COLLATES
+from fcn_lightning.data.inputs import INPUTS
 from fcn_lightning.data.sampling import SAMPLINGS
 from fcn_lightning.loss import NORMALIZE
 from fcn_lightning.models.build import BACKBONES
@@ -109,6 +110,15 @@ class Data:
 
 
 @dataclass(kw_only=True)
+class Head:
+    """One output head of ``data.heads`` / ``model.heads`` (SIFT Flow: sem, geo)."""
+
+    name: str = spec(pattern=r"[A-Za-z][A-Za-z0-9_]*|a name of letters, digits and _")
+    num_classes: int = spec(ge=2)
+    classes: str | None = optional(nonempty=True)  # a shipped class list or a file
+
+
+@dataclass(kw_only=True)
 class Model:
     name: str = spec(nonempty=True)
     variant: str = spec(choices=tuple(VARIANTS))
@@ -126,6 +136,8 @@ class Model:
     batch_norm: str = spec(choices=("frozen", "train"))
     init_from: Path | None = spec(nonempty=True)
     init_stages: list[str] | None = spec(choices=tuple(VARIANTS))
+    input: str = optional(choices=tuple(INPUTS))  # follows data.input
+    heads: list[Head] | None = optional(nonempty=True)  # follows data.heads
 
 
 @dataclass(kw_only=True)
