@@ -206,6 +206,7 @@ def evaluate(cfg: DictConfig, typed: Collection[str] = ()) -> dict[str, Any]:
     datamodule = eval_datamodule(cfg, checkpoint, typed)
     if module.hparams.get("class_names") is None:  # a checkpoint that names no classes
         module.class_names = list(datamodule.class_names)
+        module.head_class_names[0] = module.class_names
     if cfg.split not in ("val", "test"):
         datamodule.hparams.val_split = cfg.split
     elif cfg.split == "test":

@@ -175,3 +175,31 @@ def test_a_head_whose_class_list_has_another_length_is_refused(monkeypatch):
              "heads": MODEL_HEADS}  # fmt: skip
     with pytest.raises(ConfigError, match="head geo has 3 classes but its class list names 2"):
         FCNModule(model=model, optim={"lr": 1e-3}, head_class_names={"geo": ["sky", "ground"]})
+
+
+def test_sample_pictures_show_the_first_head_and_the_colour_of_a_six_channel_input(
+    monkeypatch,
+):
+    from types import SimpleNamespace
+
+    from pytorch_lightning.utilities.parsing import AttributeDict
+
+    from fcn_lightning.callbacks import SegmentationSamples
+    from fcn_lightning.normalization import get_input_norm
+
+    norm = get_input_norm("torchvision")
+    rng = np.random.default_rng(5)
+    rgb = torch.from_numpy(rng.integers(0, 256, size=(2, 3, 6, 5), dtype=np.uint8))
+    images = torch.cat([norm(rgb), torch.randn(2, 3, 6, 5)], 1)  # colour, then HHA
+    labels = torch.from_numpy(np.stack([rng.integers(0, n, size=(2, 6, 5)) for _, n in HEADS], 1))
+    scores = torch.randn(2, 7, 6, 5)
+    samples = SegmentationSamples(num_samples=2)
+    hparams = AttributeDict(normalization="torchvision")
+    module = SimpleNamespace(heads=HEADS, hparams=hparams)
+    samples.on_validation_batch_end(SimpleNamespace(sanity_checking=False), module, scores,
+                                    (images, labels), 0)  # fmt: skip
+    assert len(samples.rows) == 2
+    shown, truth, pred = samples.rows[1]
+    np.testing.assert_array_equal(shown, rgb[1].permute(1, 2, 0).numpy())
+    np.testing.assert_array_equal(truth, labels[1, 0].numpy())  # the sem plane
+    np.testing.assert_array_equal(pred, scores[1, :4].argmax(0).numpy())  # sem's channels

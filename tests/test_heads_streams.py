@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from fcn_lightning.errors import ConfigError
+from fcn_lightning.errors import ConfigError, DataError
 from fcn_lightning.eval import check_heads, eval_datamodule
 from fcn_lightning.eval_outputs import PerImageScores
 from fcn_lightning.export import METADATA_FILE, export
@@ -220,3 +220,13 @@ def test_eval_refuses_another_data_input_typed_against_the_checkpoint(checkpoint
     with pytest.raises(ConfigError, match=r"data.input=color: ckpt_path=.* was trained with "
                                           r"input=color_hha; drop the override"):  # fmt: skip
         eval_datamodule(cfg, checkpoint, typed={"data.input"})
+
+
+def test_predict_refuses_an_input_whose_name_another_inputs_head_mask_takes(checkpoints, tmp_path):
+    for name in ("x.png", "x_geo.png"):
+        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / name)
+    out = tmp_path / "out"
+    cfg = predict_cfg(f"ckpt_path={checkpoints['heads']}", f"inputs={tmp_path}", f"out_dir={out}")
+    with pytest.raises(DataError, match=r"x.png and .*x_geo.png would both write .*x_geo.png"):
+        predict(cfg)
+    assert not out.exists()
