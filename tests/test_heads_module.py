@@ -203,3 +203,17 @@ def test_sample_pictures_show_the_first_head_and_the_colour_of_a_six_channel_inp
     np.testing.assert_array_equal(shown, rgb[1].permute(1, 2, 0).numpy())
     np.testing.assert_array_equal(truth, labels[1, 0].numpy())  # the sem plane
     np.testing.assert_array_equal(pred, scores[1, :4].argmax(0).numpy())  # sem's channels
+
+
+def test_class_balancing_with_several_heads_is_refused_before_counting_pixels(tmp_path):
+    from omegaconf import open_dict
+
+    from fcn_lightning.train import build_module
+    from tests.train_helpers import compose_train
+
+    cfg = compose_train(tmp_path, tmp_path / "run", "+loss.class_balance=median_frequency")
+    with open_dict(cfg):
+        cfg.data.heads = MODEL_HEADS
+    with pytest.raises(ConfigError, match=r"loss.class_balance=median_frequency: .* data.heads "
+                                          r"names 2 \(sem, geo\); drop it"):  # fmt: skip
+        build_module(cfg, datamodule=None)  # refused before the labels are read

@@ -112,3 +112,23 @@ def test_the_table_shows_mean_iu_present_only_where_it_differs_and_each_further_
     assert "| mean IU (GT classes) |" in head and "| 90.0 | 80.0 | 50.0 | 70.0 | 60.0 |" in head
     assert "mean IU (GT classes)" not in geo_part  # equal to mean IU: not shown
     assert "| 95.0 | 90.0 | 85.0 | 90.0 |" in geo_part and "| horizontal | 80.0 |" in geo_part
+
+
+def test_the_report_reads_mean_iu_present_and_the_first_heads_classes():
+    from omegaconf import OmegaConf
+
+    from fcn_lightning.report.results import markdown, run_result
+
+    cfg = OmegaConf.create({"data": {"classes": "a_list_that_is_not_there", "heads": [
+        {"name": "sem", "num_classes": 2}, {"name": "geo", "num_classes": 3}]}})  # fmt: skip
+    row = {"step": "9", "val/pixel_acc": "0.9", "val/mean_acc": "0.8", "val/mean_iu": "0.5",
+           "val/fw_iu": "0.7", "val/mean_iu_present": "0.6", "val_iu/road": "0.4",
+           "val_iu/geo/sky": "0.9", "val/geo/mean_iu": "0.8"}  # fmt: skip
+    run = run_result([row], cfg, default_name="sift", path="sift")
+    assert run.scores["mean_iu_present"] == pytest.approx(60.0)
+    assert run.per_class == {"road": pytest.approx(40.0)}  # the further head's are left out
+    assert "| sift | 10 | 90.0 | 80.0 | 50.0 | 70.0 | 60.0 |" in markdown([run], "t")
+    old = {k: v for k, v in row.items() if k != "val/mean_iu_present"}  # logged before it
+    earlier = run_result([old], cfg, default_name="old", path="old")
+    assert "mean_iu_present" not in earlier.scores
+    assert "GT classes" not in markdown([earlier], "t")
