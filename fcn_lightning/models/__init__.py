@@ -7,7 +7,11 @@ from fcn_lightning.models.build import (
     trainable_parameters,
 )
 from fcn_lightning.models.fcn import FCN, VARIANTS, split_heads
-from fcn_lightning.models.staged import init_from_checkpoint, init_from_state_dict
+from fcn_lightning.models.staged import (
+    init_from_checkpoint,
+    init_from_state_dict,
+    init_streams_from_checkpoints,
+)
 from fcn_lightning.models.weights import PRETRAINED
 from fcn_lightning.normalization import InputNorm, get_input_norm
 
@@ -27,6 +31,7 @@ __all__ = [
     "build_fcn",
     "init_from_checkpoint",
     "init_from_state_dict",
+    "init_streams_from_checkpoints",
     "input_norm_for",
     "split_heads",
     "trainable_parameters",

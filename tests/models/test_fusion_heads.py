@@ -16,8 +16,14 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-from fcn_lightning.errors import ConfigError
-from fcn_lightning.models import build_fcn, inference, init_from_state_dict, split_heads
+from fcn_lightning.errors import ConfigError, WeightsError
+from fcn_lightning.models import (
+    build_fcn,
+    inference,
+    init_from_state_dict,
+    init_streams_from_checkpoints,
+    split_heads,
+)
 from fcn_lightning.models.bilinear import bilinear_weight
 from fcn_lightning.models.dense import DenseFCN
 
@@ -340,6 +346,32 @@ def test_fcn16s_starts_from_fcn32s_with_heads_and_streams(input, heads, ends):
                                                         ("score_pool4", "bias"))}  # fmt: skip
         assert report.ignored == ["upscore.weight"]
     assert set(report.kept) == kept
+
+
+@pytest.mark.parametrize("heads", [None, HEADS])
+def test_late_fusion_starts_from_one_trained_net_per_stream(tmp_path, heads):
+    """nyud-fcn32s-color-hha/solve.py: the colour and HHA FCN-32s transplanted with their
+    suffixes; the fused net then starts at the mean of the two nets' scores."""
+    classes = {} if heads else {"num_classes": 4}
+    color = perturbed(build_fcn("fcn32s", input="color", heads=heads, width=WIDTH, **classes), 10)
+    hha = perturbed(build_fcn("fcn32s", input="hha", heads=heads, width=WIDTH, **classes), 11)
+    path = tmp_path / "color.ckpt"  # a Lightning checkpoint, as training writes it
+    state = {f"model.{k}": v for k, v in color.state_dict().items()}
+    torch.save({"state_dict": state, "global_step": 1, "epoch": 0}, path)
+    model = build_fcn("fcn32s", input="color_hha", heads=heads, width=WIDTH, **classes).eval()
+    report = init_streams_from_checkpoints(model, {"color": path, "hha": hha.state_dict()})
+    finals = set(model.final_upsamplings)
+    assert {k.rsplit(".", 1)[0] for k in report.kept} == finals  # the shared bilinear ones
+    x = torch.randn(1, 6, 37, 41)
+    with torch.no_grad():
+        expected = 0.5 * color(x[:, :3]) + 0.5 * hha(x[:, 3:])
+        torch.testing.assert_close(model(x), expected, rtol=1e-5, atol=1e-6)
+
+    with pytest.raises(WeightsError, match=r"streams \['depth'\] are not streams") as error:
+        init_streams_from_checkpoints(model, {"depth": path})
+    assert "\n" not in str(error.value)
+    with pytest.raises(WeightsError, match=r"=a state dict: no layer fits stream hha"):
+        init_streams_from_checkpoints(model, {"hha": {"other.weight": torch.zeros(1)}})
 
 
 # --- inference: test-time augmentation and dense prediction -----------------------------
