@@ -13,6 +13,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import WandbLogger
 
 from fcn_lightning.data.input_display import display_rgb
+from fcn_lightning.heads import first_head
 from fcn_lightning.run.rundir import BEST_FILENAME, RunDir
 from fcn_lightning.visualize import sample_grid
 
@@ -83,7 +84,10 @@ class SegmentationSamples(pl.Callback):
         images, labels = batch
         normalization = pl_module.hparams.normalization
         input_name = _input_name(trainer, pl_module)
-        preds = outputs.argmax(1)
+        # Several heads: the first head's prediction and labels (as its logged names).
+        heads = getattr(pl_module, "heads", None) or (("", outputs.shape[1]),)
+        scores, labels = first_head(outputs, labels, heads)
+        preds = scores.argmax(1)
         for image, label, pred in zip(images, labels, preds, strict=True):
             if len(self.rows) >= self.num_samples:
                 break

@@ -15,6 +15,7 @@ from fcn_lightning import resolvers  # noqa: F401  (registers the config resolve
 from fcn_lightning.data.datamodule import SegmentationDataModule, build_datamodule
 from fcn_lightning.errors import ConfigError
 from fcn_lightning.eval_outputs import PerImageScores, write_eval_outputs
+from fcn_lightning.heads import describe, head_spec, same_heads
 from fcn_lightning.interop.zoo import resolve_checkpoint
 from fcn_lightning.metrics import markdown_table
 from fcn_lightning.models.checkpoints import (
@@ -85,6 +86,15 @@ def eval_datamodule(
         ckpt_path=cfg.ckpt_path, typed=typed,
         fix="drop the override: eval feeds the model as it was trained",
     )  # fmt: skip
+    trained_model = (checkpoint.get("hyper_parameters") or {}).get("model") or {}
+    trained_input = str(trained_model.get("input") or "rgb")
+    data_input = settle(
+        "data.input", hparams.get("input"), trained_input, ckpt_path=cfg.ckpt_path,
+        typed=typed, fix="drop the override: eval feeds the model the inputs it was trained on",
+    )  # fmt: skip
+    if "input" in hparams or data_input != "rgb":
+        hparams["input"] = data_input
+    check_heads(cfg, hparams, trained_model)
     check_class_count(cfg, hparams.get("num_classes", 21), trained, typed)
     target = {"_target_": f"{SegmentationDataModule.__module__}.SegmentationDataModule"}
     datamodule = build_datamodule({**target, **hparams})
@@ -114,6 +124,20 @@ def check_zoo_data(cfg: DictConfig) -> None:
             f"{num_classes} (data={data.get('name', '?')}); choose data with "
             f"{entry.num_classes} classes"
         )
+
+
+def check_heads(cfg: DictConfig, data: dict[str, Any], trained_model: dict[str, Any]) -> None:
+    """Data whose labels hold other heads than the checkpoint predicts cannot be scored by
+    it (SIFT Flow's two label planes against a one-head model, or the other way round)."""
+    trained = head_spec(trained_model.get("heads"), trained_model.get("num_classes", 21))
+    given = head_spec(data.get("heads"), data.get("num_classes", 21))
+    if len(trained) == len(given) == 1 or same_heads(trained, given):
+        return  # one head each: check_class_count compares the classes
+    raise ConfigError(
+        f"ckpt_path={cfg.ckpt_path} predicts the heads {describe(trained)} but the data has "
+        f"{describe(given)} (data.heads); choose matching data: leave data= out to score on "
+        "the data it was trained on"
+    )
 
 
 def check_class_count(
@@ -182,6 +206,7 @@ def evaluate(cfg: DictConfig, typed: Collection[str] = ()) -> dict[str, Any]:
     datamodule = eval_datamodule(cfg, checkpoint, typed)
     if module.hparams.get("class_names") is None:  # a checkpoint that names no classes
         module.class_names = list(datamodule.class_names)
+        module.head_class_names[0] = module.class_names
     if cfg.split not in ("val", "test"):
         datamodule.hparams.val_split = cfg.split
     elif cfg.split == "test":
@@ -190,7 +215,9 @@ def evaluate(cfg: DictConfig, typed: Collection[str] = ()) -> dict[str, Any]:
     # scores a split with several processes (each image on exactly one of them).
     trainer_cfg = {k: v for k, v in resolved(cfg.trainer).items() if k in DEVICE_KEYS}
     apply_ddp_timeout(trainer_cfg)
-    per_image = PerImageScores(module.num_classes, worst_k=cfg.get("worst_k", 8))
+    per_image = PerImageScores(
+        module.num_classes, worst_k=cfg.get("worst_k", 8), heads=module.heads
+    )
     with lightning_refusals("trainer"):
         trainer = pl.Trainer(
             **trainer_cfg, logger=False, enable_checkpointing=False,
@@ -202,7 +229,7 @@ def evaluate(cfg: DictConfig, typed: Collection[str] = ()) -> dict[str, Any]:
     except BaseException:
         stop_other_ranks(trainer)  # a failed rank 0 leaves no rank waiting on it
         raise
-    scores = {k: v for k, v in module.last_scores["val"].items() if k != "confusion"}
+    scores = without_confusion(module.last_scores["val"])
     scores.update(
         checkpoint=str(Path(cfg.ckpt_path).resolve()),
         split=datamodule.hparams.val_split,
@@ -219,9 +246,19 @@ def evaluate(cfg: DictConfig, typed: Collection[str] = ()) -> dict[str, Any]:
     print(table)
     log.info("wrote %s and %s", run_dir / "metrics.json", run_dir / "metrics.md")
     extra = write_eval_outputs(run_dir, per_image, list(module.class_names),
-                               datamodule.val_dataset, module.hparams.get("palette"))  # fmt: skip
+                               datamodule.val_dataset, module.hparams.get("palette"),
+                               module.head_class_names)  # fmt: skip
     log.info("wrote %s in %s", ", ".join(extra), run_dir)
     return scores
+
+
+def without_confusion(scores: dict[str, Any]) -> dict[str, Any]:
+    """A stage's ``last_scores`` for metrics.json: every head's section without its
+    confusion matrix (a tensor; confusion*.csv holds it)."""
+    kept = {k: v for k, v in scores.items() if k != "confusion"}
+    if "heads" in kept:
+        kept["heads"] = {name: without_confusion(head) for name, head in kept["heads"].items()}
+    return kept
 
 
 @fcn_main("eval")

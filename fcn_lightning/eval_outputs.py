@@ -8,6 +8,10 @@ It scores each image of a validation batch from the scores the validation step r
 naming it by the dataset index its sampler gave (`batch_sampler` order), and under DDP
 gathers every rank's rows on rank 0 at the end: each image is scored on exactly one rank
 (the eval sampler repeats none), so rank 0 writes what one process would.
+
+Several heads (SIFT Flow): the confusion matrix of every head (confusion.csv/.png for the
+first, confusion_<head>.csv/.png for each further one); per_image.csv and the worst images
+are the first head's.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 
+from fcn_lightning.heads import Heads, split_labels, split_scores
 from fcn_lightning.metrics import confusion_matrix
 from fcn_lightning.visualize import palette_image
 
@@ -41,12 +46,15 @@ def image_scores(hist: np.ndarray) -> tuple[float, float, int]:
 
 class PerImageScores(pl.Callback):
     """Per-image rows, the split's confusion matrix and the `worst_k` worst predictions
-    (lowest mean IU, then pixel accuracy, then split order): only k masks are held."""
+    (lowest mean IU, then pixel accuracy, then split order): only k masks are held.
+    ``heads``: the model's (`fcn_lightning.heads`); rows and worst images are the first
+    head's, ``confusions`` every head's (``confusion``: the first head's)."""
 
-    def __init__(self, num_classes: int, worst_k: int = 8) -> None:
-        self.num_classes, self.worst_k = num_classes, worst_k
+    def __init__(self, num_classes: int, worst_k: int = 8, heads: Heads | None = None) -> None:
+        self.heads = tuple(heads) if heads else (("", num_classes),)
+        self.num_classes, self.worst_k = self.heads[0][1], worst_k
         self.rows: list[tuple[int, float, float, int]] = []  # index, acc, mean IU, pixels
-        self.confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
+        self.confusions = [np.zeros((c, c), dtype=np.int64) for _, c in self.heads]
         self.worst: list[tuple[tuple[float, float, int], np.ndarray]] = []
         self.ids: list[str] = []
         self._batches: list[list[int]] = []
@@ -58,17 +66,28 @@ class PerImageScores(pl.Callback):
         self._batches = [list(b) for b in loader.batch_sampler]
         self.ids = list(loader.dataset.ids)
         self.rows, self.worst = [], []
-        self.confusion[:] = 0
+        for confusion in self.confusions:
+            confusion[:] = 0
+
+    @property
+    def confusion(self) -> np.ndarray:
+        return self.confusions[0]
 
     def on_validation_batch_end(
         self, trainer: pl.Trainer, pl_module: Any, outputs: Any, batch: Any, batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:  # fmt: skip
-        _, labels = batch
-        preds = outputs.max(1).indices  # the class metrics.py takes (the first maximal one)
+        head_scores = split_scores(outputs, self.heads)
+        head_labels = split_labels(batch[1], self.heads)
+        for k in range(1, len(self.heads)):
+            further = head_scores[k].max(1).indices
+            hist = confusion_matrix(further, head_labels[k], self.heads[k][1])
+            self.confusions[k] += hist.cpu().numpy()
+        labels = head_labels[0]
+        preds = head_scores[0].max(1).indices  # the class metrics.py takes (the first maximal)
         for i, index in enumerate(self._batches[batch_idx]):
             hist = confusion_matrix(preds[i], labels[i], self.num_classes).cpu().numpy()
-            self.confusion += hist
+            self.confusions[0] += hist
             pixel_acc, mean_iu, labelled = image_scores(hist)
             self.rows.append((index, pixel_acc, mean_iu, labelled))
             if self.worst_k and not math.isnan(mean_iu):
@@ -86,11 +105,13 @@ class PerImageScores(pl.Callback):
         if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
             self.rows.sort()
             return
-        mine = (self.rows, self.confusion, self.worst)
+        mine = (self.rows, self.confusions, self.worst)
         gathered: list[Any] = [None] * dist.get_world_size()
         dist.all_gather_object(gathered, mine)
         self.rows = sorted(row for rows, _, _ in gathered for row in rows)
-        self.confusion = sum(confusion for _, confusion, _ in gathered)
+        self.confusions = [
+            sum(confusions[k] for _, confusions, _ in gathered) for k in range(len(self.heads))
+        ]
         merged = sorted((kept for _, _, worst in gathered for kept in worst), key=lambda k: k[0])
         self.worst = merged[: self.worst_k]
 
@@ -175,12 +196,20 @@ def write_eval_outputs(
     names: list[str],
     dataset: Any,
     palette: list[list[int]] | None = None,
+    head_names: list[list[str]] | None = None,
 ) -> list[str]:
-    """Every file of this module's docstring; returns their names."""
-    write_confusion_csv(run_dir / "confusion.csv", scores.confusion, names)
-    plot_confusion(run_dir / "confusion.png", scores.confusion, names)
+    """Every file of this module's docstring; returns their names. ``names``: the first
+    head's classes; ``head_names``: every head's (several heads)."""
+    written = []
+    for k, (head, _) in enumerate(scores.heads):
+        suffix = f"_{head}" if k else ""
+        fallback = [str(i) for i in range(scores.heads[k][1])]
+        classes = names if k == 0 else (head_names[k] if head_names else fallback)
+        write_confusion_csv(run_dir / f"confusion{suffix}.csv", scores.confusions[k], classes)
+        plot_confusion(run_dir / f"confusion{suffix}.png", scores.confusions[k], classes)
+        written += [f"confusion{suffix}.csv", f"confusion{suffix}.png"]
     write_per_image(run_dir / "per_image.csv", scores.rows, scores.ids)
-    written = ["confusion.csv", "confusion.png", "per_image.csv"]
+    written.append("per_image.csv")
     _remove_earlier_worst(run_dir)
     if scores.worst_k:  # header only when no image had a labelled pixel to rank
         write_worst(run_dir, scores, dataset, palette)

@@ -18,6 +18,13 @@ those export to TorchScript only.
 The normalisation recorded or baked in is the checkpoint's (``normalization=`` may only
 repeat it). ``out=`` must name a file in a writable folder that exists; nothing is
 written before every setting has passed its check.
+
+A checkpoint of NYUD's other inputs (``model.input``: hha, depth, color_depth, color_hha)
+exports its graph on the normalised input of C channels (the streams' channels as the data
+pipeline gives them, docs/data.md); ``normalize_in_graph=true`` bakes in an RGB image's
+normalisation and is refused for them. Several heads give one ``scores`` output, the
+heads' scores concatenated in head order; the metadata's ``heads`` lists each head's name,
+classes and channels.
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ from torch import Tensor, nn
 
 from fcn_lightning import resolvers  # noqa: F401  (registers the config resolvers)
 from fcn_lightning.errors import ConfigError, WeightsError
+from fcn_lightning.export_metadata import check_input, export_metadata
 from fcn_lightning.interop.zoo import resolve_checkpoint
 from fcn_lightning.models.checkpoints import TrainedWith, command_line_keys, read_checkpoint, settle
 from fcn_lightning.models.inference import Inference, inference_net
@@ -47,7 +55,6 @@ from fcn_lightning.run.check_config import check_config
 from fcn_lightning.run.config import resolved
 from fcn_lightning.run.console import log
 from fcn_lightning.run.overrides import fcn_main
-from fcn_lightning.visualize import full_palette
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
 # Sizes the exported model is checked at after writing (H, W): none is the traced size.
@@ -64,37 +71,6 @@ class Normalized(nn.Module):
 
     def forward(self, image: Tensor) -> Tensor:
         return self.model(self.norm(image))
-
-
-def export_metadata(module: Any, cfg: DictConfig, checkpoint: dict[str, Any]) -> dict[str, Any]:
-    """What a user of the exported file needs to feed it and read its output."""
-    norm = get_input_norm(module.hparams.normalization)
-    model = module.hparams.model
-    if cfg.normalize_in_graph:
-        image = "RGB values 0-255, float32 B x 3 x H x W (normalised inside the graph)"
-    else:
-        image = (
-            "float32 B x 3 x H x W = (rgb_0_255 in `channel_order` * scale - mean) / std "
-            "(mean and std per channel, in channel_order)"
-        )
-    return {
-        "input": {"name": "image", "layout": image, "normalized_in_graph": cfg.normalize_in_graph},
-        "normalization": {
-            "name": norm.name,
-            "channel_order": norm.channel_order,
-            "scale": norm.scale,
-            "mean": list(norm.mean),
-            "std": list(norm.std),
-        },
-        "output": {"name": "scores", "layout": "float32 B x C x H x W; argmax over C = class"},
-        "class_names": list(module.class_names),
-        # [R, G, B] per class: the data's own colours (data=folder), else VOC's
-        "palette": full_palette(module.hparams.get("palette"))[: module.num_classes].tolist(),
-        "num_classes": module.num_classes,
-        "model": {k: model.get(k) for k in ("variant", "backbone", "geometry", "width")},
-        "checkpoint": str(Path(cfg.ckpt_path).resolve()),
-        "step": int(checkpoint.get("global_step", 0)),
-    }
 
 
 def check_format(fmt: Any) -> str:
@@ -198,11 +174,13 @@ def run_exported(path: Path, fmt: str, x: Tensor) -> Tensor | None:
     return torch.from_numpy(session.run(None, {"image": x.numpy()})[0])
 
 
-def check_export(path: Path, fmt: str, net: nn.Module, cfg: DictConfig) -> float | None:
+def check_export(
+    path: Path, fmt: str, net: nn.Module, cfg: DictConfig, channels: int = 3
+) -> float | None:
     """The largest score difference from PyTorch over `CHECK_SIZES`; raises if too large."""
     worst = 0.0
     for height, width in CHECK_SIZES:
-        x = torch.randn(1, 3, height, width) * (50 if cfg.normalize_in_graph else 1) + (
+        x = torch.randn(1, channels, height, width) * (50 if cfg.normalize_in_graph else 1) + (
             128 if cfg.normalize_in_graph else 0
         )
         got = run_exported(path, fmt, x)
@@ -237,6 +215,7 @@ def export(cfg: DictConfig, typed: Collection[str] = ()) -> Path:
     path = output_path(cfg)
     checkpoint = read_checkpoint(cfg.ckpt_path, key="ckpt_path")
     module = load_module(cfg.ckpt_path).eval()
+    channels = check_input(module, cfg)
     trained = TrainedWith.of(module.hparams)
     settle(
         "normalization", cfg.get("normalization"), trained.normalization,
@@ -255,7 +234,7 @@ def export(cfg: DictConfig, typed: Collection[str] = ()) -> Path:
         net = Normalized(net, get_input_norm(module.hparams.normalization))
     net.eval()
     meta = {**export_metadata(module, cfg, checkpoint), "inference": settings.summary()}
-    example = torch.rand(1, 3, height, width) * (255 if cfg.normalize_in_graph else 1)
+    example = torch.rand(1, channels, height, width) * (255 if cfg.normalize_in_graph else 1)
     with warnings.catch_warnings(), torch.no_grad():
         # Tracing warns about the input-shape checks it cannot record; they are static.
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
@@ -267,7 +246,7 @@ def export(cfg: DictConfig, typed: Collection[str] = ()) -> Path:
         partial = path.with_name(f".{path.stem}.partial{path.suffix}")
         try:
             exporter(net, example, partial, cfg, meta)
-            worst = check_export(partial, cfg.format, net, cfg) if cfg.check else None
+            worst = check_export(partial, cfg.format, net, cfg, channels) if cfg.check else None
         except WeightsError as error:
             partial.unlink(missing_ok=True)
             kept = f"; {path} was left as it was" if path.exists() else ""

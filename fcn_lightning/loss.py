@@ -9,9 +9,15 @@ corresponds to about 2e-5 with ``normalize="mean"``.
 Loss sampling (the paper's emulation of patchwise training) keeps each output cell with
 probability ``keep_prob``; a cell is a ``cell_size`` square of pixels (the net's output
 stride, so one cell is one final-layer score), and dropped cells are simply ignored.
+
+Several heads (SIFT Flow's semantic and geometric labels) sum their losses with weight 1
+each, as the reference's two ``SoftmaxWithLoss`` layers do; loss sampling drops the same
+cells in every head's labels (the cells are the net's, not a head's).
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -25,12 +31,16 @@ NORMALIZE = ("sum", "mean")
 def sample_cells(
     target: Tensor, keep_prob: float, cell_size: int, ignore_index: int, generator=None
 ) -> Tensor:
-    """``target`` with each ``cell_size`` square kept with probability ``keep_prob``."""
-    batch, height, width = target.shape
+    """``target`` (``B x H x W``, or ``B x K x H x W`` for K heads) with each ``cell_size``
+    square kept with probability ``keep_prob``, the same squares in all K planes."""
+    batch, height, width = target.shape[0], *target.shape[-2:]
     cells = (batch, -(-height // cell_size), -(-width // cell_size))
     keep = torch.rand(cells, generator=generator, device=target.device) < keep_prob
     keep = keep.repeat_interleave(cell_size, 1).repeat_interleave(cell_size, 2)
-    return target.masked_fill(~keep[:, :height, :width], ignore_index)
+    keep = keep[:, :height, :width]
+    if target.dim() == 4:
+        keep = keep[:, None]
+    return target.masked_fill(~keep, ignore_index)
 
 
 def median_frequency_weights(pixel_counts: Tensor) -> Tensor:
@@ -41,6 +51,20 @@ def median_frequency_weights(pixel_counts: Tensor) -> Tensor:
     weights = torch.zeros_like(freq)
     weights[present] = freq[present].median() / freq[present]
     return weights.float()
+
+
+def loss_normaliser(
+    target: Tensor, *, normalize: str, ignore_index: int = 255, class_weight: Tensor | None = None
+) -> Tensor | int:
+    """What `segmentation_loss` divides the summed cross-entropy of ``target`` by: the
+    images (normalize=sum) or the valid pixels, class-weighted if the loss is (before the
+    clamp to 1 that keeps an all-ignored batch at 0)."""
+    if normalize == "sum":
+        return target.shape[0]
+    valid = target != ignore_index
+    if class_weight is None:
+        return valid.sum()
+    return class_weight.to(target.device)[target[valid].long()].sum()
 
 
 def segmentation_loss(
@@ -61,10 +85,34 @@ def segmentation_loss(
     )  # fmt: skip
     if normalize == "sum":
         return summed / scores.shape[0]
-    valid = target != ignore_index
-    if class_weight is None:
-        denominator = valid.sum()
-    else:
-        denominator = class_weight.to(scores.device)[target[valid].long()].sum()
+    denominator = loss_normaliser(
+        target, normalize=normalize, ignore_index=ignore_index, class_weight=class_weight
+    )
     # An image whose pixels are all ignored contributes nothing rather than 0/0.
+    assert isinstance(denominator, Tensor)
     return summed / denominator.clamp(min=1)
+
+
+def heads_loss(
+    scores: Sequence[Tensor],
+    targets: Sequence[Tensor],
+    *,
+    normalize: str = "sum",
+    ignore_index: int = 255,
+    class_weight: Tensor | None = None,
+) -> list[Tensor]:
+    """Each head's `segmentation_loss` on its own label plane (their sum is the loss);
+    ``class_weight`` weighs the first head's classes (FCNModule refuses it with several)."""
+    losses = []
+    for index, (head_scores, target) in enumerate(zip(scores, targets, strict=True)):
+        weight = class_weight if index == 0 else None
+        losses.append(
+            segmentation_loss(
+                head_scores,
+                target,
+                normalize=normalize,
+                ignore_index=ignore_index,
+                class_weight=weight,
+            )
+        )
+    return losses

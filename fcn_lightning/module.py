@@ -14,12 +14,13 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import rank_zero_warn
-from torch import Tensor
+from torch import Tensor, nn
 from torchmetrics import Metric
 
 from fcn_lightning.errors import ConfigError, DivergedError
-from fcn_lightning.loss import sample_cells, segmentation_loss
-from fcn_lightning.metrics import SCORE_NAMES, SegmentationMetrics
+from fcn_lightning.heads import describe, log_prefix, model_heads, split_labels, split_scores
+from fcn_lightning.loss import heads_loss, loss_normaliser, sample_cells
+from fcn_lightning.metrics import LOGGED_SCORES, SegmentationMetrics
 from fcn_lightning.models import build_fcn
 from fcn_lightning.models.checkpoints import extract_state_dict, read_checkpoint
 from fcn_lightning.optim import build_optimizer, build_schedule
@@ -63,6 +64,12 @@ class SplitLoss(Metric):
 
 
 class FCNModule(pl.LightningModule):
+    """Several heads (``model.heads``): the loss is the sum of the heads' losses, each head
+    has its own metrics; the first head logs under today's names (``val/mean_iu``,
+    ``val_iu/<class>``), a further head ``geo`` under ``val/geo/<score>`` and
+    ``val_iu/geo/<class>`` (docs/training.md). ``class_names`` and ``palette`` are the first
+    head's; ``head_class_names`` maps each further head to its class names."""
+
     def __init__(
         self,
         model: dict[str, Any],
@@ -71,6 +78,7 @@ class FCNModule(pl.LightningModule):
         *,
         class_names: list[str] | None = None,
         palette: list[list[int]] | None = None,  # [R, G, B] per class: predict's colours
+        head_class_names: dict[str, list[str]] | None = None,  # heads after the first
         ignore_index: int = 255,
         normalization: str = "caffe",
         channels_last: bool = False,
@@ -81,13 +89,29 @@ class FCNModule(pl.LightningModule):
         loss = dict(loss or {})
         build_args = {k: v for k, v in model.items() if k not in NOT_BUILD_ARGS}
         self.model = build_fcn(**build_args)
-        self.num_classes = self.model.num_classes
+        self.heads = model_heads(self.model)
+        self.num_classes = self.heads[0][1]  # the first head's, as class_names
         if class_names is not None and len(class_names) != self.num_classes:
             raise ConfigError(
                 f"model.num_classes={self.num_classes} but the data has {len(class_names)} "
                 "classes; set model.num_classes to match data.num_classes"
             )
         self.class_names = list(class_names or [str(i) for i in range(self.num_classes)])
+        self.head_class_names = [self.class_names] + [
+            list((head_class_names or {}).get(name) or [str(i) for i in range(classes)])
+            for name, classes in self.heads[1:]
+        ]
+        wrong = next(
+            (k for k, names in enumerate(self.head_class_names) if len(names) != self.heads[k][1]),
+            None,
+        )
+        if wrong is not None:
+            name, classes = self.heads[wrong]
+            raise ConfigError(
+                f"model.heads: head {name} has {classes} classes but its class list names "
+                f"{len(self.head_class_names[wrong])}; make data.heads' num_classes match its "
+                "classes"
+            )
         self.ignore_index = ignore_index
         self.optim_cfg = dict(optim)
         self.loss_normalize = loss.get("normalize", "sum")
@@ -95,6 +119,12 @@ class FCNModule(pl.LightningModule):
         if not 0 < self.keep_prob <= 1:
             raise ConfigError(f"loss.keep_prob={self.keep_prob}: must be in (0, 1]")
         weight = loss.get("class_weight")
+        if weight is not None and len(self.heads) > 1:
+            raise ConfigError(
+                f"loss.class_weight (or loss.class_balance) weighs the classes of one head; "
+                f"this model has the heads {describe(self.heads)}: drop it (the reference "
+                "weighs no head)"
+            )
         if weight is not None and len(weight) != self.num_classes:
             raise ConfigError(
                 f"loss.class_weight has {len(weight)} entries for {self.num_classes} classes"
@@ -107,9 +137,16 @@ class FCNModule(pl.LightningModule):
             self.model.to(memory_format=torch.channels_last)
         # Not a submodule: the state dict keeps the plain `model.*` names.
         self.__dict__["_net"] = torch.compile(self.model) if compile else self.model
-        self.val_metrics = SegmentationMetrics(self.num_classes, ignore_index)
-        self.test_metrics = SegmentationMetrics(self.num_classes, ignore_index)
-        self.val_loss, self.test_loss = SplitLoss(), SplitLoss()
+        # One metric and one split loss per head and stage (their states are not saved).
+        self.metrics = nn.ModuleDict({
+            stage: nn.ModuleList(
+                SegmentationMetrics(classes, ignore_index) for _, classes in self.heads
+            )
+            for stage in ("val", "test")
+        })  # fmt: skip
+        self.split_losses = nn.ModuleDict(
+            {stage: nn.ModuleList(SplitLoss() for _ in self.heads) for stage in ("val", "test")}
+        )
         self.last_scores: dict[str, dict[str, Any]] = {}
         self._rng_to_restore: dict[str, Any] | None = None
 
@@ -118,24 +155,18 @@ class FCNModule(pl.LightningModule):
             images = images.contiguous(memory_format=torch.channels_last)
         return self._net(images)
 
-    def loss(self, scores: Tensor, labels: Tensor) -> Tensor:
-        return segmentation_loss(
-            scores,
-            labels,
+    def head_losses(self, scores: Tensor, labels: Tensor) -> list[Tensor]:
+        """Each head's loss on its label plane; the loss is their sum (weight 1 each)."""
+        return heads_loss(
+            split_scores(scores, self.heads),
+            split_labels(labels, self.heads),
             normalize=self.loss_normalize,
             ignore_index=self.ignore_index,
             class_weight=self.class_weight,
         )
 
-    def _loss_weight(self, labels: Tensor) -> Tensor | int:
-        """What `loss` divided the summed cross-entropy of this batch by (fcn_lightning/loss.py):
-        the images (normalize=sum) or the valid pixels, class-weighted if the loss is."""
-        if self.loss_normalize == "sum":
-            return labels.shape[0]
-        valid = labels != self.ignore_index
-        if self.class_weight is None:
-            return valid.sum()
-        return self.class_weight[labels[valid].long()].sum()
+    def loss(self, scores: Tensor, labels: Tensor) -> Tensor:
+        return torch.stack(self.head_losses(scores, labels)).sum()
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         images, labels = batch
@@ -143,10 +174,14 @@ class FCNModule(pl.LightningModule):
             labels = sample_cells(
                 labels, self.keep_prob, self.model.output_stride, self.ignore_index
             )
-        loss = self.loss(self(images), labels)
+        losses = self.head_losses(self(images), labels)
+        loss = torch.stack(losses).sum()
         if not torch.isfinite(loss):
             raise DivergedError(self._divergence_message(float(loss)))
         self.log("train/loss", loss, prog_bar=True, batch_size=images.shape[0])
+        if len(self.heads) > 1:
+            for (name, _), head_loss in zip(self.heads, losses, strict=True):
+                self.log(f"train/{name}/loss", head_loss, batch_size=images.shape[0])
         return loss
 
     def _divergence_message(self, value: float) -> str:
@@ -174,8 +209,19 @@ class FCNModule(pl.LightningModule):
     def _eval_step(self, batch: tuple[Tensor, Tensor], stage: str) -> Tensor:
         images, labels = batch
         scores = self(images)
-        getattr(self, f"{stage}_loss").update(self.loss(scores, labels), self._loss_weight(labels))
-        getattr(self, f"{stage}_metrics").update(scores.detach(), labels)
+        head_scores = split_scores(scores, self.heads)
+        head_labels = split_labels(labels, self.heads)
+        losses = self.head_losses(scores, labels)
+        for k, (metric, split_loss) in enumerate(
+            zip(self.metrics[stage], self.split_losses[stage], strict=True)
+        ):
+            weight = self.class_weight if k == 0 else None
+            normaliser = loss_normaliser(
+                head_labels[k], normalize=self.loss_normalize, ignore_index=self.ignore_index,
+                class_weight=weight,
+            )  # fmt: skip
+            split_loss.update(losses[k], normaliser)
+            metric.update(head_scores[k].detach(), head_labels[k])
         return scores
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
@@ -185,26 +231,50 @@ class FCNModule(pl.LightningModule):
         return self._eval_step(batch, "test")
 
     def _log_epoch(self, stage: str) -> None:
-        metric = getattr(self, f"{stage}_metrics")
+        """Log every head's scores (the first under today's names) and the summed loss;
+        ``last_scores[stage]``: the first head's scores, ``loss`` (the sum), ``step``, and
+        with several heads ``heads``: {name: that head's scores, loss, iu, confusion}."""
+        records = []
+        for k, (metric, split_loss) in enumerate(
+            zip(self.metrics[stage], self.split_losses[stage], strict=True)
+        ):
+            records.append(self._head_record(stage, k, metric, split_loss))
+        total = sum(record["loss"] for record in records)
+        self.log(f"{stage}/loss", torch.tensor(total, dtype=torch.float32))
+        first = dict(records[0])
+        self.last_scores[stage] = {**first, "loss": total, "step": self.global_step}
+        if len(self.heads) > 1:
+            self.last_scores[stage]["heads"] = {
+                name: record for (name, _), record in zip(self.heads, records, strict=True)
+            }
+
+    def _head_record(
+        self, stage: str, k: int, metric: SegmentationMetrics, split_loss: SplitLoss
+    ) -> dict[str, Any]:
         scores = metric.compute()  # already summed over processes
-        loss = getattr(self, f"{stage}_loss")
-        split_loss = loss.compute()  # likewise
-        loss.reset()
-        self.log(f"{stage}/loss", split_loss.float())
-        for name in SCORE_NAMES:
-            self.log(f"{stage}/{name}", scores[name].float(), prog_bar=name == "mean_iu")
+        head_loss = split_loss.compute()  # likewise
+        split_loss.reset()
+        prefix = log_prefix(self.heads, k)
+        for name in LOGGED_SCORES:
+            self.log(
+                f"{stage}/{prefix}{name}", scores[name].float(),
+                prog_bar=k == 0 and name == "mean_iu",
+            )  # fmt: skip
+        if len(self.heads) > 1:
+            self.log(f"{stage}/{self.heads[k][0]}/loss", head_loss.float())
+        names = self.head_class_names[k]
         iu = scores["iu"].tolist()
-        self.last_scores[stage] = {
-            **{name: scores[name].item() for name in SCORE_NAMES},
-            "loss": split_loss.item(),
-            "iu": dict(zip(self.class_names, iu, strict=True)),
+        record = {
+            **{name: scores[name].item() for name in LOGGED_SCORES},
+            "loss": head_loss.item(),
+            "iu": dict(zip(names, iu, strict=True)),
             "confusion": metric.hist.cpu().clone(),
-            "step": self.global_step,
         }
-        for name, value in zip(self.class_names, iu, strict=True):
+        for name, value in zip(names, iu, strict=True):
             if not math.isnan(value):
-                self.log(f"{stage}_iu/{name}", value)
+                self.log(f"{stage}_iu/{prefix}{name}", value)
         metric.reset()
+        return record
 
     def on_validation_epoch_end(self) -> None:
         self._log_epoch("val")

@@ -12,6 +12,13 @@ names (``x.jpg`` -> ``out_dir/x.png``); a list naming ``a/x.jpg`` and ``b/x.jpg`
 refused before anything is written.
 
 The input normalisation is the checkpoint's; ``normalization=<name>`` may only repeat it.
+
+A checkpoint with several heads (SIFT Flow's semantic and geometric) writes one mask per
+head: ``<name>.png`` for the first head, ``<name>_<head>.png`` for each further one (each
+in its classes' colours: the checkpoint's palette for the first, VOC's for the others);
+the overlay shows the first head. A checkpoint trained on inputs that an image file does
+not hold (NYUD's HHA, depth, colour+depth, colour+HHA: ``model.input``) is refused:
+predict reads RGB images only (``rgb`` and NYUD's ``color``).
 """
 
 from __future__ import annotations
@@ -25,8 +32,11 @@ from omegaconf import DictConfig
 from PIL import Image
 
 from fcn_lightning import resolvers  # noqa: F401  (registers the config resolvers)
+from fcn_lightning.data.inputs import input_streams
 from fcn_lightning.data.readers import read_image
 from fcn_lightning.errors import ConfigError, DataError
+from fcn_lightning.export_metadata import IMAGE_INPUTS  # the inputs an RGB image file gives
+from fcn_lightning.heads import Heads, split_scores
 from fcn_lightning.interop.zoo import resolve_checkpoint
 from fcn_lightning.models.checkpoints import TrainedWith, command_line_keys, settle
 from fcn_lightning.models.inference import Inference, apply_inference
@@ -165,6 +175,26 @@ def _is_out_of_memory(error: BaseException) -> bool:
     )
 
 
+def check_image_input(module: FCNModule, ckpt_path: object) -> None:
+    """Refuse a model whose input streams an RGB image file cannot give."""
+    name = str(module.hparams.model.get("input") or "rgb")
+    if name in IMAGE_INPUTS:
+        return
+    streams = input_streams(name, key="model.input")
+    shown = " + ".join(f"{s.name} ({s.channels})" for s in streams)
+    raise ConfigError(
+        f"ckpt_path={ckpt_path}: takes data.input={name} ({shown} channels), which an image "
+        "file does not hold: predict reads RGB images only; score it on its dataset with "
+        "python -m fcn_lightning.eval, or predict with a checkpoint trained on data.input=rgb "
+        "or color"
+    )
+
+
+def head_mask_paths(mask: Path, heads: Heads) -> list[Path]:
+    """The masks of one image: ``<name>.png`` (first head), ``<name>_<head>.png`` (others)."""
+    return [mask] + [mask.with_name(f"{mask.stem}_{name}.png") for name, _ in heads[1:]]
+
+
 def prepared_model(
     cfg: DictConfig, typed: Collection[str], device: torch.device
 ) -> tuple[FCNModule, InputNorm, Inference]:
@@ -172,6 +202,7 @@ def prepared_model(
     the input normalisation it was trained with (``normalization=`` may only repeat it)."""
     resolve_checkpoint(cfg, "predict")  # model_zoo=<name>: its converted checkpoint
     module = load_module(cfg.ckpt_path)
+    check_image_input(module, cfg.ckpt_path)
     trained = TrainedWith.of(module.hparams)
     normalization = settle(
         "normalization", cfg.get("normalization"), trained.normalization,
@@ -205,14 +236,23 @@ def predict(cfg: DictConfig, typed: Collection[str] = ()) -> list[Path]:
     images = list_inputs(cfg.inputs)
     names = output_names(images, cfg.inputs)
     masks = [out_dir / f"{name}.png" for name in names]
-    outputs = {p.absolute() for m in masks for p in (m, m.with_name(m.stem + OVERLAY_SUFFIX))}
-    clobbered = next((p for p in images if p.absolute() in outputs), None)
+    module, norm, _ = prepared_model(cfg, typed, device)
+    heads = module.heads
+    written_by: dict[Path, Path] = {}
+    for image, mask in zip(images, masks, strict=True):
+        for path in (*head_mask_paths(mask, heads), mask.with_name(mask.stem + OVERLAY_SUFFIX)):
+            other = written_by.setdefault(path.absolute(), image)
+            if other != image:  # e.g. x.jpg's geo mask x_geo.png and x_geo.jpg's mask
+                raise DataError(
+                    f"inputs={cfg.inputs}: {other} and {image} would both write {path}; "
+                    "rename one of them, or predict them in separate runs"
+                )
+    clobbered = next((p for p in images if p.absolute() in written_by), None)
     if clobbered is not None:
         raise ConfigError(
             f"out_dir={out_dir}: the outputs would overwrite the input {clobbered}; choose "
             "another out_dir"
         )
-    module, norm, _ = prepared_model(cfg, typed, device)
     make_out_dir(out_dir)
     palette = module.hparams.get("palette")  # the data's colours; None: VOC's
     written: list[Path] = []
@@ -232,11 +272,16 @@ def predict(cfg: DictConfig, typed: Collection[str] = ()) -> list[Path]:
                     f"device with more memory (device=cpu uses the machine's RAM); the "
                     f"{len(written)} image(s) before it are done in {out_dir}"
                 ) from None
-            label = scores.argmax(1)[0].to(torch.uint8).cpu().numpy()
+            labels = [
+                head.argmax(1)[0].to(torch.uint8).cpu().numpy()
+                for head in split_scores(scores, heads)
+            ]
+            label = labels[0]
             mask_path.parent.mkdir(parents=True, exist_ok=True)
             rgb = image.permute(1, 2, 0).numpy()
             overlay_path = mask_path.with_name(mask_path.stem + OVERLAY_SUFFIX)
-            save_whole(palette_image(label, palette), mask_path, "PNG")
+            for k, path in enumerate(head_mask_paths(mask_path, heads)):
+                save_whole(palette_image(labels[k], palette if k == 0 else None), path, "PNG")
             save_whole(Image.fromarray(overlay(rgb, label, cfg.alpha, palette)), overlay_path,
                        "JPEG")  # fmt: skip
             written.append(mask_path)

@@ -66,9 +66,34 @@ def class_pixel_counts(datamodule: SegmentationDataModule) -> torch.Tensor:
     return counts
 
 
+def head_class_names(data: DictConfig) -> dict[str, list[str]] | None:
+    """The class names of each head after the first (``data.heads``' ``classes``; index
+    names where a head names no list); None for one head."""
+    heads = data.get("heads")
+    if not heads or len(heads) < 2:
+        return None
+    from fcn_lightning.data.splits import load_class_names
+
+    names = {}
+    for head in list(heads)[1:]:
+        classes = head.get("classes")
+        count = int(head["num_classes"])
+        names[str(head["name"])] = (
+            load_class_names(str(classes)) if classes else [str(i) for i in range(count)]
+        )
+    return names
+
+
 def build_module(cfg: DictConfig, datamodule: SegmentationDataModule) -> FCNModule:
     loss = resolved(cfg.loss)
     balance = loss.pop("class_balance", None)
+    heads = cfg.data.get("heads")
+    if balance is not None and heads and len(heads) > 1:
+        raise ConfigError(
+            f"loss.class_balance={balance}: weighs the classes of one head, and data.heads "
+            f"names {len(heads)} ({', '.join(str(h['name']) for h in heads)}); drop it (the "
+            "reference weighs no head)"
+        )
     if balance == "median_frequency":
         loss["class_weight"] = median_frequency_weights(class_pixel_counts(datamodule)).tolist()
     elif balance is not None:
@@ -80,6 +105,7 @@ def build_module(cfg: DictConfig, datamodule: SegmentationDataModule) -> FCNModu
         loss=loss,
         class_names=datamodule.class_names,
         palette=datamodule.palette,
+        head_class_names=head_class_names(cfg.data),
         ignore_index=datamodule.ignore_index,
         normalization=cfg.data.normalization,
         **{key: trainer.get(key, False) for key in MODULE_SWITCHES},

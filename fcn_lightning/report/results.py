@@ -20,7 +20,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from fcn_lightning.errors import FCNError
-from fcn_lightning.metrics import SCORE_NAMES
+from fcn_lightning.metrics import LOGGED_SCORES, SCORE_NAMES
 from fcn_lightning.run.rundir import STAGES_DIR, RunDir
 
 # The paper's rows (pixel acc, mean acc, mean IU, f.w. IU), keyed by the config value
@@ -80,7 +80,8 @@ PAPER_SOURCE = {
 # Each key at its first place (the benchmarks reuse the VOC table's net names).
 ROW_ORDER = list(dict.fromkeys([*PAPER_SKIPS, *PAPER_OPTIM, *PAPER_CONTEXT, *PAPER_NYUD,
                                 *PAPER_SIFTFLOW]))  # fmt: skip
-EXTRA_ORDER = ("mean_iu_present",)  # then the further heads' columns, by name
+EXTRA_SCORES = tuple(n for n in LOGGED_SCORES if n not in SCORE_NAMES)  # mean_iu_present
+EXTRA_ORDER = EXTRA_SCORES  # then the further heads' columns, by name
 
 
 class ReportError(FCNError):
@@ -153,7 +154,10 @@ def run_result(
         study=study,
         key=key,
         step=curve[-1][0],
-        scores={n: 100 * float(last[f"val/{n}"]) for n in SCORE_NAMES},
+        scores={
+            **{n: 100 * float(last[f"val/{n}"]) for n in SCORE_NAMES},
+            **{n: 100 * v for n in EXTRA_SCORES if (v := _float(last.get(f"val/{n}"))) is not None},
+        },
         per_class=per_class,
         curve=curve,
         paper=table.get(key) if table and key else None,

@@ -32,7 +32,9 @@ CONFIG_KEY = "fcn_config"
 CHANGES_KEY = "fcn_config_changes"
 
 # Model settings no resume can change: they change the parameters' shapes.
-SHAPE_KEYS = ("model.variant", "model.num_classes", "model.backbone", "model.width")
+SHAPE_KEYS = (
+    "model.variant", "model.num_classes", "model.backbone", "model.width", "model.input",
+)  # fmt: skip
 # Settings that change what training does from here on (prefixes of dotted keys) ...
 GUARDED = (
     "model.",

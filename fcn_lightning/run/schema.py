@@ -140,8 +140,8 @@ class Model:
     # Late fusion: stream -> a trained one-stream checkpoint (or zoo:<name>) to start it from.
     init_streams: dict[str, Path] | None = spec(nonempty=True)
     init_stages: list[str] | None = spec(choices=tuple(VARIANTS))
-    input: str = spec(choices=tuple(INPUTS))  # follows data.input
-    heads: list[Head] | None = spec()  # follows data.heads
+    input: str = optional(choices=tuple(INPUTS))  # follows data.input
+    heads: list[Head] | None = optional(nonempty=True)  # follows data.heads
 
 
 @dataclass(kw_only=True)
