@@ -214,7 +214,7 @@ BAD = [
     ("prototxt", lambda p: p.write_text('name: "FCN"\nlayer { name: "data" }\n'), "prototxt"),
     ("truncated", None, "not a complete Caffe model"),
     ("resnet", None, "neither VGG16 nor AlexNet"),
-    ("siftflow", None, "no score_fr"),
+    ("siftflow", None, r"has the heads \['score_fr_sem'\]; expected SIFT Flow's two"),
     ("atonce_scale", None, "scale_pool4 should scale by the constant 0.01"),
     ("fc6_shape", None, "fc6"),
 ]
