@@ -160,22 +160,20 @@ def _stride(layer: nn.Module) -> int:
 
 
 def _chain(module: nn.Module) -> list[tuple[nn.Module, str]]:
-    """(parent, name) of each layer that `module` applies in order to reach its scores."""
+    """(parent, name) of each layer that `module` (an ``nn.Sequential`` or an FCN's
+    backbone) applies in order to reach its scores."""
     if isinstance(module, nn.Sequential):
         return [(module, name) for name, _ in module.named_children()]
-    if isinstance(module, FCN):
-        backbone = module.backbone
-        if not isinstance(getattr(backbone, "features", None), nn.Sequential):
-            raise ConfigError(
-                f"inference.dense=dilate: the {type(backbone).__name__} backbone is not a "
-                "chain of layers that dilation can convert; use inference.dense=stitch"
-            )
-        chain = _chain(backbone.features)
-        if getattr(backbone, "with_fc", False):
-            names = {id(child): name for name, child in backbone.named_children()}
-            chain += [(backbone, names[id(layer)]) for layer in backbone._fc_layers()]
-        return chain
-    raise TypeError(f"dilate_ converts an FCN or an nn.Sequential, not {type(module).__name__}")
+    if not isinstance(getattr(module, "features", None), nn.Sequential):
+        raise ConfigError(
+            f"inference.dense=dilate: the {type(module).__name__} backbone is not a "
+            "chain of layers that dilation can convert; use inference.dense=stitch"
+        )
+    chain = _chain(module.features)
+    if getattr(module, "with_fc", False):
+        names = {id(child): name for name, child in module.named_children()}
+        chain += [(module, names[id(layer)]) for layer in module._fc_layers()]
+    return chain
 
 
 def _scaled(value: int | tuple[int, ...], rate: int) -> tuple[int, int]:
@@ -275,15 +273,17 @@ def check_dense(model: FCN, method: str, factor: int) -> None:
         )
     if getattr(model, "dense_factor", 1) > 1:
         raise ConfigError(f"inference.dense={method}: the model is already dilated")
-    final = getattr(model, model.upsample_names[-1])
-    bilinear = bilinear_weight(model.num_classes, final.kernel_size[0]).to(final.weight)
-    learned = not final.weight.is_meta and not torch.equal(final.weight.detach(), bilinear)
-    if factor < stride and learned:
-        raise ConfigError(
-            f"inference.factor={factor}: this model learned its final upsampling "
-            f"({model.upsample_names[-1]}), which dense prediction would replace by bilinear "
-            f"interpolation; use inference.factor={stride} (fully dense) or inference.dense=none"
-        )
+    for final, (_, classes) in zip(model.final_upsamplings, model.heads, strict=True):
+        layer = getattr(model, final)
+        bilinear = bilinear_weight(classes, layer.kernel_size[0]).to(layer.weight)
+        learned = not layer.weight.is_meta and not torch.equal(layer.weight.detach(), bilinear)
+        if factor < stride and learned:
+            raise ConfigError(
+                f"inference.factor={factor}: this model learned its final upsampling "
+                f"({final}), which dense prediction would replace by bilinear "
+                f"interpolation; use inference.factor={stride} (fully dense) or "
+                "inference.dense=none"
+            )
     if method == "dilate" and model.skips:
         raise ConfigError(
             f"inference.dense=dilate: model.variant={model.variant} fuses skips through "
@@ -298,26 +298,31 @@ def dilate_(module: nn.Module, factor: int) -> nn.Module:
     still returns ``B x C x H x W`` scores, and ``coarse_scores`` the map at stride
     ``output_stride`` (divided by ``factor``). An ``nn.Sequential`` is converted as is.
     """
-    if isinstance(module, FCN):
-        check_dense(module, "dilate", factor)
-    if isinstance(module, FCN) and isinstance(module.backbone, ResNetBackbone):
-        _dilate_resnet(module.backbone, factor)
-    else:
+    if not isinstance(module, FCN):
         _dilate_chain(_chain(module), factor)
-    if isinstance(module, FCN):
-        coord = module.coarse_coord
-        module.coarse_coord = CoordMap(coord.scale / factor, coord.offset)
-        final = module.upsample_names[-1]
+        return module
+    check_dense(module, "dilate", factor)
+    for backbone in module.stream_backbones().values():  # every stream alike
+        if isinstance(backbone, ResNetBackbone):
+            _dilate_resnet(backbone, factor)
+        else:
+            _dilate_chain(_chain(backbone), factor)
+    coord = module.coarse_coord
+    module.coarse_coord = CoordMap(coord.scale / factor, coord.offset)
+    for final in module.final_upsamplings:  # one per head
         setattr(module, final, Resample(module.coarse_coord.scale, coord.offset))
         module.crops[final] = 0
-        module.output_stride //= factor
-        module.dense_factor = factor
+    module.output_stride //= factor
+    module.dense_factor = factor
     return module
 
 
 class DenseFCN(nn.Module):
-    """``B x 3 x H x W`` -> ``B x C x H x W`` scores of ``model`` predicted ``factor`` times
-    more densely by ``method`` (``stitch`` or ``dilate``; ``dilate`` converts ``model``)."""
+    """``B x C x H x W`` -> ``B x K x H x W`` scores of ``model`` predicted ``factor`` times
+    more densely by ``method`` (``stitch`` or ``dilate``; ``dilate`` converts ``model``).
+
+    Streams and heads need nothing of their own: the coarse scores are already the streams'
+    mean, every head's map has the same cells, and `Resample` treats each channel alone."""
 
     def __init__(self, model: FCN, method: str, factor: int) -> None:
         super().__init__()

@@ -22,9 +22,13 @@ class Backbone(Protocol):
     this network's own layers; ``channels`` gives each of its taps' output channels;
     ``coord_maps()`` each tap's position and scale relative to the input (Caffe's
     coord_map); ``forward`` returns every requested tap's output by its own name.
+    ``FIRST_CONV`` names the first convolution (a 3-channel one when built): a stream of
+    other channels widens it (`fcn_lightning.models.streams`), and the head reads a stream's
+    input channels from it.
     """
 
     ROLES: ClassVar[dict[str, str]]
+    FIRST_CONV: ClassVar[str]
     GEOMETRIES: ClassVar[tuple[str, ...]]
     channels: dict[str, int]
 

@@ -63,6 +63,7 @@ class AlexNetBackbone(nn.Module):
 
     ROLES: ClassVar[dict[str, str]] = {"fc7": "fc7"}
     GEOMETRIES = ("caffe", "aligned")
+    FIRST_CONV = "conv1"
 
     @staticmethod
     def weights_for(weights: str) -> PretrainedWeights:

@@ -83,6 +83,7 @@ class ResNetBackbone(nn.Module):
 
     ROLES: ClassVar[dict[str, str]] = {"fc7": "layer4", "pool4": "layer3", "pool3": "layer2"}
     GEOMETRIES = ("aligned",)
+    FIRST_CONV = "conv1"
     BATCH_NORMS = tuple(NORMS)
 
     @staticmethod

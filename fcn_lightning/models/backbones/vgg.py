@@ -44,6 +44,7 @@ class VGG16Backbone(nn.Module):
         "pool3": "pool3",
     }
     GEOMETRIES = ("caffe", "aligned")
+    FIRST_CONV = "features.0"
 
     @staticmethod
     def weights_for(weights: str) -> PretrainedWeights:
