@@ -14,6 +14,8 @@ reference's lists (data/*/classes.txt of fcn.berkeleyvision.org), typed here.
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -30,6 +32,7 @@ from tests.caffe_fakes import (
     blobs_by_name,
     write_caffemodel,
 )
+from tests.data_fakes import REPO
 
 DIV = 16  # every channel count / 16
 SKIPS = {
@@ -234,3 +237,16 @@ def test_nets_that_fit_no_reference_layout_are_refused_in_one_line(
         convert(path, out, input_name=input_name)
     assert "\n" not in str(error.value) and str(path) in str(error.value)
     assert out.read_bytes() == b"an earlier conversion"  # nothing written is lost
+
+
+def test_the_command_line_takes_the_input_of_a_nyud_net(tmp_path):
+    source = write_caffemodel(tmp_path / "mine.caffemodel", Nets(DIV, num_classes=40).nyud("hha"))
+    command = [sys.executable, "-m", "fcn_lightning.convert_caffe", str(source)]
+    ok = subprocess.run([*command, "--input", "hha"], capture_output=True, text=True, cwd=REPO)
+    assert ok.returncode == 0, ok.stderr
+    assert "fcn32s (vgg16, input hha, 40 classes, fixed upsampling; evaluate with data=nyud " \
+        "data.input=hha) checkpoint" in ok.stdout  # fmt: skip
+    assert load_module(tmp_path / "mine.ckpt").hparams.model["input"] == "hha"
+    bad = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
+    assert bad.returncode == 2
+    assert bad.stderr.strip().count("\n") == 0 and "give --input color or --input hha" in bad.stderr
