@@ -24,6 +24,7 @@ from torch.nn import functional as F
 
 from fcn_lightning.errors import WeightsError
 from fcn_lightning.interop.caffe_convert import convert
+from fcn_lightning.models import build_fcn, init_from_checkpoint
 from fcn_lightning.module import load_module
 from tests.caffe_fakes import (
     SIFTFLOW_HEADS,
@@ -250,3 +251,17 @@ def test_the_command_line_takes_the_input_of_a_nyud_net(tmp_path):
     bad = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
     assert bad.returncode == 2
     assert bad.stderr.strip().count("\n") == 0 and "give --input color or --input hha" in bad.stderr
+
+
+def test_a_converted_siftflow_fcn32s_starts_a_two_head_fcn16s(tmp_path):
+    layers = Nets(DIV).siftflow("fcn32s")
+    blobs = blobs_by_name(layers)
+    path, _ = _converted(tmp_path, layers, "siftflow-fcn32s-heavy")
+    heads = [{"name": "sem", "num_classes": 33}, {"name": "geo", "num_classes": 3}]
+    model = build_fcn("fcn16s", width=1 / DIV, geometry="caffe", weights="caffe", heads=heads)
+    init_from_checkpoint(model, path)
+    for head in ("sem", "geo"):
+        weight = getattr(model, f"score_fr_{head}").weight.detach()
+        np.testing.assert_array_equal(weight, blobs[f"score_fr_{head}"][0])
+        assert not getattr(model, f"score_pool4_{head}").weight.any()  # new skips start at 0
+    np.testing.assert_array_equal(model.backbone.fc7.bias.detach(), blobs["fc7"][1])
