@@ -6,7 +6,7 @@ from fcn_lightning.models.build import (
     build_fcn,
     trainable_parameters,
 )
-from fcn_lightning.models.fcn import FCN, VARIANTS
+from fcn_lightning.models.fcn import FCN, VARIANTS, split_heads
 from fcn_lightning.models.staged import init_from_checkpoint, init_from_state_dict
 from fcn_lightning.models.weights import PRETRAINED
 from fcn_lightning.normalization import InputNorm, get_input_norm
@@ -28,5 +28,6 @@ __all__ = [
     "init_from_checkpoint",
     "init_from_state_dict",
     "input_norm_for",
+    "split_heads",
     "trainable_parameters",
 ]

@@ -120,6 +120,20 @@ def crop(x: Tensor, offset: int, height: int, width: int) -> Tensor:
     return x[..., offset : offset + height, offset : offset + width]
 
 
+def input_channels(backbone: Backbone) -> int:
+    """The channels ``backbone`` takes: its ``FIRST_CONV``'s (3 for a backbone without)."""
+    name = getattr(backbone, "FIRST_CONV", None)
+    return 3 if name is None else backbone.get_submodule(name).in_channels
+
+
+def split_heads(scores: Tensor, heads: Sequence[tuple[str, int]]) -> tuple[Tensor, ...]:
+    """Each head's block of an FCN's ``B x K x ...`` scores (``FCN.heads`` order), so that
+    softmax, argmax and losses act on one head's channels at a time."""
+    if scores.shape[1] != sum(n for _, n in heads):
+        raise ValueError(f"scores of {scores.shape[1]} channels do not fit the heads {heads}")
+    return scores.split([n for _, n in heads], dim=1)
+
+
 def suffix(name: str, several: bool) -> str:
     """The layer-name suffix of a stream or head: ``_<name>`` when there are several."""
     return f"_{name}" if several else ""
@@ -160,9 +174,7 @@ class FCN(nn.Module):
         self.variant, self.geometry = variant, geometry
         self.num_classes = self.heads[0][1]
         self.out_channels = sum(n for _, n in self.heads)
-        self.streams = tuple(
-            (name, body.get_submodule(body.FIRST_CONV).in_channels) for name, body in bodies.items()
-        )
+        self.streams = tuple((name, input_channels(body)) for name, body in bodies.items())
         if len(bodies) == 1:
             self.backbone = next(iter(bodies.values()))
         else:
@@ -241,7 +253,7 @@ class FCN(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         height, width = x.shape[-2:]
-        coarse = self.coarse_scores(x).split([n for _, n in self.heads], dim=1)
+        coarse = split_heads(self.coarse_scores(x), self.heads)
         scores = [
             crop(getattr(self, final)(score), self.crops[final], height, width)
             for final, score in zip(self.final_upsamplings, coarse, strict=True)

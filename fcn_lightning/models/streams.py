@@ -31,10 +31,10 @@ def widen_weight(weight: Tensor, channels: int) -> Tensor:
 def widen_first_conv(backbone: nn.Module, channels: int) -> None:
     """Make ``backbone``'s first convolution (``FIRST_CONV``) take ``channels`` inputs, in
     place, its weights widened from the present 3-channel ones."""
+    if channels == 3:
+        return
     name = backbone.FIRST_CONV
     conv = backbone.get_submodule(name)
-    if channels == conv.in_channels:
-        return
     if not isinstance(conv, nn.Conv2d) or conv.groups != 1:
         raise ValueError(f"{name} of {type(backbone).__name__} is not a plain convolution")
     wide = nn.Conv2d(

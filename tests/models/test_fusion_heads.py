@@ -17,7 +17,7 @@ import torchvision
 from torch import nn
 
 from fcn_lightning.errors import ConfigError
-from fcn_lightning.models import build_fcn, inference, init_from_state_dict
+from fcn_lightning.models import build_fcn, inference, init_from_state_dict, split_heads
 from fcn_lightning.models.bilinear import bilinear_weight
 from fcn_lightning.models.dense import DenseFCN
 
@@ -282,10 +282,18 @@ def test_each_head_is_a_single_head_fcn(variant, geometry):
     assert got.shape == (2, 8, 37, 43)
     torch.testing.assert_close(got[:, :5], sem, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(got[:, 5:], geo, rtol=1e-5, atol=1e-6)
+    blocks = split_heads(got, model.heads)
+    assert [b.shape[1] for b in blocks] == [5, 3] and torch.equal(blocks[1], got[:, 5:])
+    with pytest.raises(ValueError, match="scores of 5 channels do not fit the heads"):
+        split_heads(got[:, :5], model.heads)
 
 
-def test_gradients_reach_both_heads_and_both_streams():
-    model = perturbed(build_fcn("fcn16s", input="color_hha", heads=HEADS, width=WIDTH), 4)
+@pytest.mark.parametrize("upsampling", ["fixed", "learned"])
+def test_gradients_reach_both_heads_and_both_streams(upsampling):
+    model = build_fcn("fcn16s", input="color_hha", heads=HEADS, width=WIDTH, upsampling=upsampling)
+    model = perturbed(model, 4)
+    learned = [n for n, p in model.named_parameters() if n.startswith("up") and p.requires_grad]
+    assert len(learned) == (6 if upsampling == "learned" else 0)  # 2 heads x (2 upscore2 + 1)
     model.train()
     labels = torch.randint(0, 3, (2, 2, 36, 36))
     out = model(torch.randn(2, 6, 36, 36))
@@ -362,8 +370,6 @@ def test_tta_averages_each_head_on_its_own():
             torch.testing.assert_close(
                 got[:, channels], torch.stack(copies).mean(0), rtol=1e-5, atol=1e-6
             )
-            # Probabilities come from each head's own channels, never across heads.
-            assert got[:, channels].softmax(1).sum(1).allclose(torch.ones(1, 36, 44))
 
 
 def test_stitched_heads_equal_each_head_stitched():
@@ -456,3 +462,29 @@ def test_one_named_head_is_a_plain_net():
     assert {k.rsplit(".", 1)[0] for k in model.state_dict() if "backbone." not in k} == {
         "score_fr", "upscore",
     }  # fmt: skip
+
+
+def test_the_model_node_follows_the_data_node():
+    """conf/model_base.yaml: model.input and model.heads follow data.input / data.heads and
+    reach build_fcn through the LightningModule (hparams keep them for eval and export)."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    import fcn_lightning.resolvers  # noqa: F401  (the config's resolvers)
+    from fcn_lightning.module import FCNModule
+    from tests.train_helpers import CONF
+
+    overrides = ["model=fcn16s", f"model.width={WIDTH}", "model.pretrained=false"]
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        plain = compose("train", overrides=overrides)
+        sift = compose("train", overrides=[
+            *overrides, "data.num_classes=5", "+data.input=color_hha",
+            "+data.heads=[{name: sem, num_classes: 5}, {name: geo, num_classes: 3}]",
+        ])  # fmt: skip
+    assert plain.model.input == "rgb" and plain.model.heads is None
+    model = OmegaConf.to_container(sift.model, resolve=True)
+    assert model["input"] == "color_hha" and model["heads"] == HEADS
+    module = FCNModule(model=model, optim=OmegaConf.to_container(sift.optim, resolve=True))
+    assert module.model.heads == (("sem", 5), ("geo", 3))
+    assert module.model.streams == (("color", 3), ("hha", 3))
+    assert module.hparams["model"]["heads"] == HEADS
