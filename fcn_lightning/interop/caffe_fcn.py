@@ -201,20 +201,41 @@ def _dataset_of(settings: dict[str, Any]) -> Dataset | None:
     return DATASETS.get(tuple(int(h["num_classes"]) for h in heads))
 
 
-def _class_names(dataset: Dataset | None, num_classes: int, where: str) -> list[str] | None:
-    """The first head's names from the shipped list of the net's dataset (None for a class
-    count no reference dataset has)."""
+def _class_names(dataset: Dataset | None, counts: list[int], where: str) -> list[list[str]]:
+    """Each head's names from the shipped lists of the net's dataset ([] for a class count
+    no reference dataset has)."""
     if dataset is None:
-        return None
+        return []
     from fcn_lightning.data.splits import load_class_names
 
-    names = load_class_names(dataset.classes[0])
-    if len(names) != num_classes:
-        raise WeightsError(
-            f"{where}: the shipped class list {dataset.classes[0]!r} has {len(names)} names, the "
-            f"net predicts {num_classes} classes; reinstall fcn-lightning"
-        )
-    return names
+    lists = [load_class_names(name) for name in dataset.classes]
+    for name, names, count in zip(dataset.classes, lists, counts, strict=True):
+        if len(names) != count:
+            raise WeightsError(
+                f"{where}: the shipped class list {name!r} has {len(names)} names, the net "
+                f"predicts {count} classes; reinstall fcn-lightning"
+            )
+    return lists
+
+
+def _head_class_names(settings: dict[str, Any], lists: list[list[str]]) -> dict[str, Any]:
+    """``head_class_names`` (the heads after the first), for the FCNModule that takes it."""
+    import inspect
+
+    from fcn_lightning.module import FCNModule
+
+    heads = settings.get("heads") or []
+    if (
+        len(heads) < 2
+        or not lists
+        or "head_class_names" not in inspect.signature(FCNModule).parameters
+    ):
+        return {}
+    return {
+        "head_class_names": {
+            h["name"]: names for h, names in zip(heads[1:], lists[1:], strict=True)
+        }
+    }
 
 
 def fcn_checkpoint(
@@ -235,13 +256,16 @@ def fcn_checkpoint(
         with open_dict(cfg):
             cfg.model.heads = settings["heads"]
     dataset = _dataset_of(settings)
+    heads = settings.get("heads") or [{"num_classes": settings["num_classes"]}]
+    lists = _class_names(dataset, [int(h["num_classes"]) for h in heads], str(source))
     return {
         "state_dict": {f"model.{k}": v for k, v in state_dict.items()},
         "hyper_parameters": {
             "model": resolved(cfg.model),
             "optim": resolved(cfg.optim),
             "loss": {k: v for k, v in resolved(cfg.loss).items() if k != "class_balance"},
-            "class_names": _class_names(dataset, settings["num_classes"], str(source)),
+            "class_names": lists[0] if lists else None,
+            **_head_class_names(settings, lists),
             "ignore_index": 255,
             "normalization": dataset.normalization if dataset else "caffe",
         },

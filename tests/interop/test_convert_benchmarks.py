@@ -13,6 +13,7 @@ reference's lists (data/*/classes.txt of fcn.berkeleyvision.org), typed here.
 
 from __future__ import annotations
 
+import inspect
 import re
 import subprocess
 import sys
@@ -25,7 +26,7 @@ from torch.nn import functional as F
 from fcn_lightning.errors import WeightsError
 from fcn_lightning.interop.caffe_convert import convert
 from fcn_lightning.models import build_fcn, init_from_checkpoint
-from fcn_lightning.module import load_module
+from fcn_lightning.module import FCNModule, load_module
 from tests.caffe_fakes import (
     SIFTFLOW_HEADS,
     VGG_FEATURE_INDEX,
@@ -110,6 +111,8 @@ def test_siftflow_nets_have_two_heads_each_the_one_head_net_of_its_layers(tmp_pa
     assert module.hparams.normalization == "caffe_siftflow"
     names = module.class_names
     assert (len(names), names[0], names[27], names[32]) == (33, "awning", "sky", "window")
+    if "head_class_names" in inspect.signature(FCNModule).parameters:  # issue 15's module
+        assert module.head_class_names[1] == ["sky", "horizontal", "vertical"]
     blobs = blobs_by_name(layers)
     head_layers = {f"{n}_{h}": f"{n}_{h}" for n in SKIPS[variant] for h, _ in SIFTFLOW_HEADS}
     _assert_in_place(module.model.state_dict(), blobs, VGG | head_layers)
