@@ -84,6 +84,8 @@ def show(entry: ZooEntry) -> str:
     lines.append(
         f"  loadable: {_loadable(entry)}" + (f" ({entry.refusal})" if entry.refusal else "")
     )
+    if not entry.is_backbone:
+        lines.append(f"  evaluate with: model_zoo={entry.name} {entry.evaluated_with()}")
     lines.append(f"  scores: {entry.scores or entry.scores_note}")
     lines.append(f"  source: {entry.source}")
     return "\n".join(lines)

@@ -117,14 +117,19 @@ class Nets:
         blobs = [weight] + ([self.rng.standard_normal(out, np.float32) * 0.01] if bias else [])
         return (name, kind, blobs)
 
-    def vgg16(self, fc_as="Convolution") -> list:
-        layers, previous = [], 3
+    def vgg16(self, fc_as="Convolution", suffix: str = "", first: str = "conv1_1",
+              in_channels: int = 3) -> list:  # fmt: skip
+        """VGG16 conv1_1 ... fc7; ``suffix`` ends every name (a NYUD stream's ``color``),
+        ``first`` renames conv1_1 (color-d's ``conv1_1_bgrd`` with ``in_channels`` 4)."""
+        layers, previous = [], in_channels
         for name, channels in VGG_CONVS:
-            layers.append(self._conv(name, channels // self.div, previous, 3))
-            layers.append((name.replace("conv", "relu"), "ReLU", []))
+            own = first if name == "conv1_1" else name
+            layers.append(self._conv(own + suffix, channels // self.div, previous, 3))
+            layers.append((name.replace("conv", "relu") + suffix, "ReLU", []))
             previous = channels // self.div
         fc = 4096 // self.div
-        layers += [self._conv("fc6", fc, previous, 7), self._conv("fc7", fc, fc, 1)]
+        layers += [self._conv("fc6" + suffix, fc, previous, 7),
+                   self._conv("fc7" + suffix, fc, fc, 1)]  # fmt: skip
         if fc_as == "InnerProduct":  # ImageNet's: fc matrices, C x H x W flattened
             for i in (-2, -1):
                 name, _, (weight, bias) = layers[i]
@@ -147,13 +152,10 @@ class Nets:
         ]
         return layers
 
-    def fcn(self, variant: str) -> list:
-        """voc-fcn32s / 16s / 8s / 8s-atonce and fcn-alexnet, as their net.py builds them."""
-        c, d = self.num_classes, self.div
-        if variant == "alexnet":
-            return [*self.alexnet(), self._conv("score_fr", c, 4096 // d, 1),
-                    ("upscore", "Deconvolution", [bilinear(c, 63)])]  # fmt: skip
-        layers = [*self.vgg16(), self._conv("score_fr", c, 4096 // d, 1)]
+    def head(self, variant: str, c: int) -> list:
+        """The layers after fc7 of voc-fcn32s / 16s / 8s / 8s-atonce (``c`` classes)."""
+        d = self.div
+        layers = [self._conv("score_fr", c, 4096 // d, 1)]
         if variant == "fcn32s":
             return [*layers, ("upscore", "Deconvolution", [bilinear(c, 64)])]
         layers.append(("upscore2", "Deconvolution", [bilinear(c, 4)]))
@@ -167,6 +169,43 @@ class Nets:
             layers.append(("scale_pool3", "Scale", [np.full(256 // d, 1e-4, np.float32)]))
         layers.append(self._conv("score_pool3", c, 256 // d, 1))
         return [*layers, ("upscore8", "Deconvolution", [bilinear(c, 16)])]
+
+    def fcn(self, variant: str) -> list:
+        """voc-fcn32s / 16s / 8s / 8s-atonce and fcn-alexnet, as their net.py builds them
+        (pascalcontext-fcn32s/16s/8s and nyud-fcn32s-color / -hha: the same names, with
+        ``num_classes`` 60 / 40)."""
+        c, d = self.num_classes, self.div
+        if variant == "alexnet":
+            return [*self.alexnet(), self._conv("score_fr", c, 4096 // d, 1),
+                    ("upscore", "Deconvolution", [bilinear(c, 63)])]  # fmt: skip
+        return [*self.vgg16(), *self.head(variant, c)]
+
+    def siftflow(self, variant: str) -> list:
+        """siftflow-fcn32s / 16s / 8s: one VGG16, then a semantic (33 classes) and a
+        geometric (3) head, every head layer named with ``_sem`` / ``_geo``."""
+        layers = self.vgg16()
+        for name, classes in SIFTFLOW_HEADS:
+            layers += [(f"{n}_{name}", k, b) for n, k, b in self.head(variant, classes)]
+        return layers
+
+    def nyud(self, net: str) -> list:
+        """nyud-fcn32s-color / -hha (the VOC names), -color-hha (two streams: every layer up
+        to score_fr ends in ``color`` / ``hha``, score_fused an Eltwise, one upscore) and
+        -color-d (``conv1_1_bgrd`` over 4 channels: BGR and log depth)."""
+        c, d = self.num_classes, self.div
+        if net in ("color", "hha"):
+            return self.fcn("fcn32s")
+        if net == "color_d":
+            return [*self.vgg16(first="conv1_1_bgrd", in_channels=4), *self.head("fcn32s", c)]
+        layers = [("color", "Python", []), ("hha", "Python", [])]
+        for stream in ("color", "hha"):
+            layers += self.vgg16(suffix=stream)
+            layers.append(self._conv(f"score_fr{stream}", c, 4096 // d, 1))
+        return [*layers, ("score_fused", "Eltwise", []),
+                ("upscore", "Deconvolution", [bilinear(c, 64)])]  # fmt: skip
+
+
+SIFTFLOW_HEADS = (("sem", 33), ("geo", 3))
 
 
 def blobs_by_name(layers: list) -> dict[str, list[np.ndarray]]:

@@ -235,7 +235,7 @@ def _convert(entry: ZooEntry, source: Path, fmt: str, *, key: str) -> Path:
             if fmt == "caffemodel":
                 from fcn_lightning.interop.caffe_convert import convert
 
-                convert(source, ckpt)
+                convert(source, ckpt, input_name=entry.input)
             else:
                 atomic_torch_save(_torchfcn_checkpoint(entry, source), ckpt)
     except WeightsError as error:  # a damaged copy that passed the checks known for it
@@ -254,7 +254,8 @@ def _convert(entry: ZooEntry, source: Path, fmt: str, *, key: str) -> Path:
 def _torchfcn_checkpoint(entry: ZooEntry, source: Path) -> dict:
     """pytorch-fcn's .pth of a reference FCN as a fcn-lightning checkpoint (its layer
     names are the reference's; every tensor checked against the model's shape)."""
-    from fcn_lightning.interop.caffe_convert import _fill, _shapes, _upsampling, fcn_checkpoint
+    from fcn_lightning.interop.caffe_blobs import _fill, _shapes
+    from fcn_lightning.interop.caffe_fcn import _upsampling, fcn_checkpoint
     from fcn_lightning.interop.torchfcn import torchfcn_to_fcn_lightning
     from fcn_lightning.models.build import build_fcn
     from fcn_lightning.models.checkpoints import read_state_dict
@@ -283,14 +284,15 @@ def _check_converted(entry: ZooEntry, ckpt: Path, source: Path, *, key: str) -> 
     from fcn_lightning.models.checkpoints import read_checkpoint
 
     model = (read_checkpoint(ckpt, key=key, mmap=True).get("hyper_parameters") or {})["model"]
-    found = (model.get("variant"), model.get("num_classes"), model.get("backbone"))
-    wanted = (entry.variant, entry.num_classes, entry.backbone)
+    found = (model.get("variant"), model.get("num_classes"), model.get("backbone"),
+             model.get("input", "rgb"))  # fmt: skip
+    wanted = (entry.variant, entry.num_classes, entry.backbone, entry.input)
     if found != wanted:
         ckpt.unlink()
         raise WeightsError(
-            f"{key}: {source} holds a {found[0]} ({found[2]}, {found[1]} classes), "
-            f"the zoo entry is a {wanted[0]} ({wanted[2]}, {wanted[1]} classes); delete "
-            f"{source} and {_advice(entry)}"
+            f"{key}: {source} holds a {found[0]} ({found[2]}, input {found[3]}, {found[1]} "
+            f"classes), the zoo entry is a {wanted[0]} ({wanted[2]}, input {wanted[3]}, "
+            f"{wanted[1]} classes); delete {source} and {_advice(entry)}"
         )
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from fcn_lightning.data.inputs import INPUTS
 from fcn_lightning.errors import ConfigError
 
 REGISTRY_ENV = "FCN_ZOO_REGISTRY"
@@ -64,11 +65,20 @@ class ZooEntry:
     scores_note: str | None
     source: str
     backbone_weights: dict[str, str] | None = None
+    data: str | None = None  # the data preset that evaluates it (data=<preset>)
+    input: str = "rgb"  # data.input / model.input of the net
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def is_backbone(self) -> bool:
         return self.loadable == "backbone"
+
+    def evaluated_with(self) -> str:
+        """``data=<preset>`` (and ``data.input=<input>`` for another than rgb): what eval and
+        predict take with ``model_zoo=<name>``."""
+        if not self.data:
+            return "-"
+        return f"data={self.data}" + (f" data.input={self.input}" if self.input != "rgb" else "")
 
     def scores_text(self) -> str:
         if not self.scores:
@@ -162,6 +172,10 @@ def _entry(path: Path, name: str, raw: Any) -> ZooEntry:
         raise ConfigError(f"{where}.num_classes={classes!r}: a number of classes or null")
     if not isinstance(raw["scores"], dict) or (not raw["scores"] and not raw.get("scores_note")):
         raise ConfigError(f"{where}.scores: a mapping; {{}} needs a scores_note saying why")
+    if raw.get("input", "rgb") not in INPUTS:
+        raise ConfigError(f"{where}.input={raw.get('input')!r}: one of {list(INPUTS)}")
+    if raw.get("data") is not None and not isinstance(raw["data"], str):
+        raise ConfigError(f"{where}.data={raw['data']!r}: the name of a data preset or null")
     alternatives = tuple(_file(f"{where}.alternatives[{i}]", alt)
                          for i, alt in enumerate(raw.get("alternatives") or []))  # fmt: skip
     return ZooEntry(
@@ -178,6 +192,8 @@ def _entry(path: Path, name: str, raw: Any) -> ZooEntry:
         scores_note=raw.get("scores_note"),
         source=str(raw["source"]),
         backbone_weights=raw.get("backbone_weights"),
+        data=raw.get("data"),
+        input=str(raw.get("input", "rgb")),
         raw=raw,
     )
 

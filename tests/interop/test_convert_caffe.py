@@ -214,7 +214,7 @@ BAD = [
     ("prototxt", lambda p: p.write_text('name: "FCN"\nlayer { name: "data" }\n'), "prototxt"),
     ("truncated", None, "not a complete Caffe model"),
     ("resnet", None, "neither VGG16 nor AlexNet"),
-    ("siftflow", None, "no score_fr"),
+    ("siftflow", None, r"has the heads \['score_fr_sem'\]; expected SIFT Flow's two"),
     ("atonce_scale", None, "scale_pool4 should scale by the constant 0.01"),
     ("fc6_shape", None, "fc6"),
 ]
@@ -256,7 +256,9 @@ def test_the_command_line_converts_and_refuses_in_one_line(tmp_path):
                         capture_output=True, text=True, cwd=REPO)  # fmt: skip
     assert ok.returncode == 0, ok.stderr
     assert (tmp_path / "fcn32s-heavy-pascal.ckpt").is_file()
-    assert "fcn32s (vgg16, 21 classes, fixed upsampling) checkpoint" in ok.stdout
+    assert "fcn32s (vgg16, 21 classes, fixed upsampling; evaluate with data=paper) checkpoint" in (
+        ok.stdout
+    )
     bad = subprocess.run([sys.executable, "-m", "fcn_lightning.convert_caffe",
                           str(tmp_path / "missing.caffemodel")],
                          capture_output=True, text=True, cwd=REPO)  # fmt: skip

@@ -380,18 +380,21 @@ def test_the_shipped_registry(monkeypatch):
     import torchvision
 
     assert raw["vgg16-torchvision"]["url"] == torchvision.models.VGG16_Weights.IMAGENET1K_V1.url
-    # The refused ones say why, and that it is planned.
-    refused = [e for e in registry.entries.values() if e.loadable is False]
-    assert {e.name for e in refused} == {"nyud-fcn32s-color-hha", "siftflow-fcn32s",
-                                         "siftflow-fcn16s", "siftflow-fcn8s"}  # fmt: skip
-    assert all("planned" in e.refusal for e in refused)
+    # Nothing released is refused any more (issue 15); each names the data that evaluates it.
+    assert [e.name for e in registry.entries.values() if e.loadable is False] == []
+    evaluated = {name: entry.evaluated_with() for name, entry in registry.entries.items()}
+    assert evaluated["voc-fcn8s"] == "data=paper"
+    assert evaluated["pascalcontext-fcn16s"] == "data=pascal_context"
+    assert evaluated["siftflow-fcn8s"] == "data=siftflow"
+    assert evaluated["nyud-fcn32s-color"] == "data=nyud data.input=color"
+    assert evaluated["nyud-fcn32s-hha"] == "data=nyud data.input=hha"
+    assert evaluated["nyud-fcn32s-color-hha"] == "data=nyud data.input=color_hha"
+    assert all(evaluated[e.name] != "-" for e in registry.entries.values() if not e.is_backbone)
 
 
 def test_shipped_entries_refused_in_one_line_without_network(monkeypatch, tmp_path):
     monkeypatch.delenv("FCN_ZOO_REGISTRY", raising=False)
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    with pytest.raises(WeightsError, match=r"two score heads.*planned, issue 15"):
-        zoo.checkpoint_for("siftflow-fcn8s", key="model_zoo")
     with pytest.raises(ConfigError, match=r"not released by the FCN authors"):
         zoo.checkpoint_for("nyud-fcn32s-color-d", key="model_zoo")
     with pytest.raises(ConfigError, match=re.escape("model.pretrained=true model.weights=caffe")):
@@ -561,3 +564,51 @@ def test_a_registry_value_of_the_wrong_kind_is_named(setup, changes, expected):
         load_registry()
     assert str(error.value).startswith(f"{setup.registry}: {expected}"), str(error.value)
     assert setup.server.requests == []
+
+
+BENCHMARKS = [
+    ("siftflow", {"num_classes": 33, "data": "siftflow"}, "data=siftflow"),
+    ("color_hha", {"num_classes": 40, "data": "nyud", "input": "color_hha"},
+     "data=nyud data.input=color_hha"),
+    ("hha", {"num_classes": 40, "data": "nyud", "input": "hha"}, "data=nyud data.input=hha"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("net", "changes", "shown"), BENCHMARKS, ids=[b[0] for b in BENCHMARKS])
+def test_the_benchmarks_nets_convert_through_the_zoo_with_their_input(
+    setup, capsys, net, changes, shown
+):
+    from fcn_lightning.zoo import main
+
+    nets = Nets(DIV, num_classes=40)
+    layers = nets.siftflow("fcn32s") if net == "siftflow" else nets.nyud(net)
+    # A file name that says nothing: the registry's input decides the HHA net's.
+    served = write_caffemodel(setup.tmp / "served" / "official" / "bench.caffemodel", layers)
+    data = served.read_bytes()
+    setup.write_registry(
+        url=f"{setup.server.url}/official/bench.caffemodel", file="bench.caffemodel",
+        md5=hashlib.md5(data).hexdigest(), size=len(data), **changes,
+    )  # fmt: skip
+    main(["show", "fake-fcn32s"])
+    assert f"evaluate with: model_zoo=fake-fcn32s {shown}" in capsys.readouterr().out
+    ckpt = zoo.checkpoint_for("fake-fcn32s", key="model_zoo")
+    model = torch.load(ckpt, weights_only=True)["hyper_parameters"]["model"]
+    assert (model["input"], model["num_classes"]) == (
+        changes.get("input", "rgb"),
+        changes["num_classes"],
+    )
+    heads = [h["name"] for h in model["heads"] or []]
+    assert heads == (["sem", "geo"] if net == "siftflow" else [])
+
+
+def test_a_zoo_entry_whose_input_the_file_contradicts_is_refused(setup):
+    layers = Nets(DIV, num_classes=40).nyud("color_hha")
+    served = write_caffemodel(setup.tmp / "served" / "official" / "bench.caffemodel", layers)
+    data = served.read_bytes()
+    setup.write_registry(
+        url=f"{setup.server.url}/official/bench.caffemodel", file="bench.caffemodel",
+        md5=hashlib.md5(data).hexdigest(), size=len(data), num_classes=40, input="color",
+    )  # fmt: skip
+    with pytest.raises(WeightsError, match=r"is a color_hha net .*--input color does not fit"):
+        zoo.checkpoint_for("fake-fcn32s", key="model_zoo")
+    assert not (setup.cache / "fake-fcn32s.ckpt").exists()
