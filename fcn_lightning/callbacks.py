@@ -60,7 +60,8 @@ class LastCheckpoint(ModelCheckpoint):
 def _input_name(trainer, pl_module) -> str:
     """data.input of the batches (the datamodule's, else the module's record of it; rgb)."""
     datamodule = getattr(trainer, "datamodule", None)
-    for hparams in (getattr(datamodule, "hparams", {}), pl_module.hparams):
+    model = pl_module.hparams.get("model") or {}
+    for hparams in (getattr(datamodule, "hparams", {}), pl_module.hparams, model):
         name = hparams.get("input")
         if isinstance(name, str):
             return name

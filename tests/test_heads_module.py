@@ -194,7 +194,7 @@ def test_sample_pictures_show_the_first_head_and_the_colour_of_a_six_channel_inp
     labels = torch.from_numpy(np.stack([rng.integers(0, n, size=(2, 6, 5)) for _, n in HEADS], 1))
     scores = torch.randn(2, 7, 6, 5)
     samples = SegmentationSamples(num_samples=2)
-    hparams = AttributeDict(normalization="torchvision")
+    hparams = AttributeDict(normalization="torchvision", model={"input": "color_hha"})
     module = SimpleNamespace(heads=HEADS, hparams=hparams)
     samples.on_validation_batch_end(SimpleNamespace(sanity_checking=False), module, scores,
                                     (images, labels), 0)  # fmt: skip

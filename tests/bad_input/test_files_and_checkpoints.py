@@ -89,7 +89,7 @@ CASES = [
     Case("unknown model preset", "config", "train", lambda p: ["model=fcn4s"],
          ["model=fcn4s: no such model preset (nearest: model=fcn8s); choose one of fcn16s,"]),
     Case("unknown data preset", "config", "train", lambda p: ["data=voc2013"],
-         ["data=voc2013: no such data preset (nearest: data=voc2012)", "one of folder, paper,"]),
+         ["data=voc2013: no such data preset (nearest: data=voc2012)", "one of folder, nyud, paper, pascal_context,"]),
     Case("unknown experiment preset", "config", "train", lambda p: ["experiment=nope"],
          ["experiment=nope: no such experiment preset; choose one of fcn_alexnet,"]),
     Case("num_classes not matching the data", "config", "train",

@@ -138,9 +138,9 @@ CASES = [
     Case("predict model_zoo typo", "config", "predict",
          lambda p: ["ckpt_path=null", "model_zoo=voc-fcn8z"],
          ["model_zoo=voc-fcn8z: no such model in the zoo", "did you mean voc-fcn8s"]),
-    Case("export model_zoo not loadable yet", "config", "export",
-         lambda p: ["ckpt_path=null", "model_zoo=siftflow-fcn8s"],
-         ["model_zoo=siftflow-fcn8s: SIFT Flow's nets have two score heads", "planned, issue 15"]),
+    Case("export model_zoo never released", "config", "export",
+         lambda p: ["ckpt_path=null", "model_zoo=nyud-fcn32s-color-d"],
+         ["model_zoo=nyud-fcn32s-color-d: not released by the FCN authors", "no caffemodel-url"]),
 ]  # fmt: skip
 
 

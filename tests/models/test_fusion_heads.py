@@ -510,7 +510,7 @@ def test_the_model_node_follows_the_data_node():
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         plain = compose("train", overrides=overrides)
         sift = compose("train", overrides=[
-            *overrides, "data.num_classes=5", "+data.input=color_hha",
+            *overrides, "data.num_classes=5", "data.input=color_hha",
             "+data.heads=[{name: sem, num_classes: 5}, {name: geo, num_classes: 3}]",
         ])  # fmt: skip
     assert plain.model.input == "rgb" and plain.model.heads is None
