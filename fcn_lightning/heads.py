@@ -18,6 +18,7 @@ from typing import Any
 from torch import Tensor
 
 from fcn_lightning.errors import ConfigError
+from fcn_lightning.models.fcn import split_heads
 
 Heads = tuple[tuple[str, int], ...]
 
@@ -40,14 +41,9 @@ def model_heads(model: Any) -> Heads:
 
 
 def split_scores(scores: Tensor, heads: Heads) -> list[Tensor]:
-    """``B x sum(C_k) x H x W`` -> one ``B x C_k x H x W`` view per head."""
-    total = sum(classes for _, classes in heads)
-    if scores.shape[1] != total:
-        raise ValueError(
-            f"scores of shape {tuple(scores.shape)} do not hold the heads {list(heads)} "
-            f"({total} channels)"
-        )
-    return list(scores.split([classes for _, classes in heads], dim=1))
+    """``B x sum(C_k) x H x W`` -> one ``B x C_k x H x W`` view per head (the model's own
+    split, `models.fcn.split_heads`)."""
+    return list(split_heads(scores, heads))
 
 
 def split_labels(labels: Tensor, heads: Heads) -> list[Tensor]:

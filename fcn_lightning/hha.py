@@ -23,8 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import Progress
 
 from fcn_lightning.data.depth_files import (
     DepthItem,
@@ -44,6 +43,7 @@ from fcn_lightning.data.hha import (
 )
 from fcn_lightning.errors import ConfigError, DataError
 from fcn_lightning.run.boundary import user_errors
+from fcn_lightning.run.file_progress import file_progress
 
 PNG_DEPTH_SCALE = 0.001  # millimetres
 MAT_DEPTH_SCALE = 1.0  # the .mat holds metres
@@ -211,13 +211,7 @@ def main(argv: list[str] | None = None) -> None:
         try:
             jobs, skipped = plan(args)
             args.out.mkdir(parents=True, exist_ok=True)
-            progress = Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                console=Console(stderr=True),
-            )
+            progress = file_progress()
             if jobs:
                 with progress:
                     run(jobs, args.jobs, progress)

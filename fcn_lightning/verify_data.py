@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import Progress
 from rich.table import Table
 from torch.utils.data import DataLoader, Dataset
 
@@ -41,6 +41,7 @@ from fcn_lightning.data.splits import (
 )
 from fcn_lightning.errors import DataError, FCNError
 from fcn_lightning.run.check_config import check_config
+from fcn_lightning.run.file_progress import file_progress
 from fcn_lightning.run.overrides import fcn_main
 
 
@@ -225,13 +226,7 @@ def verify_data(cfg: DictConfig) -> VerifyResult:
     class_names = dm.head_class_names
     reports = [SplitReport(name, stages) for name, stages in _stages_by_split(dm).items()]
     problems: list[str] = []
-    progress = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=Console(stderr=True),
-    )
+    progress = file_progress()
     with progress:
         for report in reports:
             problems += check_split(report, dm, int(cfg.get("num_workers", 0)), progress)

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from fcn_lightning.data import class_list, folder
 from fcn_lightning.data.collate import build_collate
-from fcn_lightning.data.heads import check_heads, head_pairs
+from fcn_lightning.data.heads import check_heads
 from fcn_lightning.data.inputs import input_channels, input_streams
 from fcn_lightning.data.nyud import select_input
 from fcn_lightning.data.nyud_readers import NYUDDataset
@@ -46,6 +46,7 @@ from fcn_lightning.data.splits import (
     split_sources,
 )
 from fcn_lightning.data.transforms import build_stream_transforms, build_transforms, crop_hw
+from fcn_lightning.heads import head_spec
 from fcn_lightning.errors import ConfigError, DataError, FCNError
 
 
@@ -212,7 +213,7 @@ class SegmentationDataModule(pl.LightningDataModule):
     @property
     def heads(self) -> tuple[tuple[str, int], ...]:
         """(name, num_classes) per head, as the model's `heads`: one head is `("", C)`."""
-        return head_pairs(self.hparams.heads, self.num_classes)
+        return head_spec(self.hparams.heads, self.num_classes)
 
     @property
     def head_class_names(self) -> dict[str, list[str]]:

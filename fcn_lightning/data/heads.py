@@ -65,10 +65,3 @@ def check_heads(
         )
     first["classes"] = classes
     return checked
-
-
-def head_pairs(heads: list[dict[str, Any]] | None, num_classes: int) -> tuple[tuple[str, int], ...]:
-    """(name, num_classes) per head, as the model's `heads`; one head: (("", num_classes),)."""
-    if heads is None:
-        return (("", num_classes),)
-    return tuple((h["name"], h["num_classes"]) for h in heads)
