@@ -35,6 +35,8 @@ CHANGES_KEY = "fcn_config_changes"
 SHAPE_KEYS = (
     "model.variant", "model.num_classes", "model.backbone", "model.width", "model.input",
 )  # fmt: skip
+# Shape keys the data preset sets (conf/model_base.yaml): a refusal names what was typed.
+FOLLOWS = {"model.num_classes": "data.num_classes", "model.input": "data.input"}
 # Settings that change what training does from here on (prefixes of dotted keys) ...
 GUARDED = (
     "model.",
@@ -147,9 +149,13 @@ def _resume(cfg: DictConfig, path: str) -> Start:
     shapes = {**old, **flatten({"model": hparams["model"]})}
     for key in SHAPE_KEYS:
         if key in shapes and shapes[key] != new.get(key):
+            source = FOLLOWS.get(key)
+            now = f"{key}={new.get(key)}"
+            if source in new and new[source] == new.get(key):
+                now = f"{source}={new[source]} ({key} follows it)"
             raise ConfigError(
                 f"ckpt_path={path}: the checkpoint was trained with {key}={shapes[key]} but this "
-                f"run has {key}={new.get(key)}; resume with the settings it was trained with, "
+                f"run has {now}; resume with the settings it was trained with, "
                 "or start a new run with model.init_from to copy the layers that fit"
             )
     changes = guarded_changes(old, new)

@@ -92,7 +92,7 @@ class Data:
     train_split: str = spec(nonempty=True)
     val_split: str = spec(nonempty=True)
     test_split: str | None = spec(nonempty=True)
-    expected_counts: dict[str, int | None] = spec(ge=0)
+    expected_counts: dict[str, int | None] | None = spec(ge=0)  # null: none checked
     num_classes: int = spec(ge=2)
     classes: str = spec(nonempty=True)  # pascal | synthetic | a class-names file
     heads: list[Head] | None = optional(nonempty=True)  # null: one head

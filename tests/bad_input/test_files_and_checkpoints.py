@@ -99,7 +99,7 @@ CASES = [
     Case("num_classes not matching the checkpoint (train)", "config", "train",
          lambda p: [f"ckpt_path={p.extra['ckpt']}"],
          ["ckpt_path={root}/classes21.ckpt: the checkpoint was trained with model.num_classes=21",
-          "this run has model.num_classes=7"],
+          "this run has data.num_classes=7 (model.num_classes follows it)"],
          setup=lambda p: p.extra.update(
              ckpt=edited_checkpoint(p, "classes21.ckpt", num_classes=21)),
          resume=False),

@@ -15,7 +15,14 @@ from PIL import Image
 
 from fcn_lightning.report.cli import main as report_main
 from fcn_lightning.report.results import PAPER_SKIPS
+from fcn_lightning.report.results import STUDIES as STUDIES_OF_REPORT
 from fcn_lightning.train import train
+from tests.data_fakes import (
+    fake_ids,
+    write_nyud_tree,
+    write_pascal_context_tree,
+    write_siftflow_tree,
+)
 from tests.train_helpers import ROOT, compose_train, run_in_process, run_module, sweep_overrides
 
 # study -> the run names its sweep must produce (job dirs are <n>_<run_name>)
@@ -34,11 +41,61 @@ STUDIES = {
 }  # fmt: skip
 
 
+# The other benchmarks' tables, on fake trees in their archives' layouts:
+# study -> (the tree's writer, data_dir -> None; the run names its sweep must produce).
+BENCHMARK_STUDIES = {
+    "study_pascal_context": (
+        lambda d: write_pascal_context_tree(d, fake_ids(0, 3), fake_ids(3, 2), size=(32, 40)),
+        ["fcn8s_staged"],
+    ),
+    "study_nyud": (
+        lambda d: write_nyud_tree(d, size=(32, 40)),
+        ["color_fcn32s", "hha_fcn32s", "color_depth_fcn32s", "color_hha_fcn32s",
+         "color_hha_fcn16s_staged"],
+    ),
+    "study_siftflow": (lambda d: write_siftflow_tree(d, size=(32, 32)), ["fcn16s_staged"]),
+}  # fmt: skip
+
+
 def test_every_study_preset_is_tested():
     # Presets that run one configuration rather than sweep a study.
     single = {"quickstart", "fcn_alexnet"}
     presets = {p.stem for p in (ROOT / "experiments").glob("*.yaml")} - single
-    assert presets == set(STUDIES)
+    assert presets == set(STUDIES) | set(BENCHMARK_STUDIES)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("study", sorted(BENCHMARK_STUDIES))
+def test_benchmark_study_sweeps_its_table_and_reports_the_papers_numbers(
+    study, tmp_path, monkeypatch, capfd
+):
+    write_tree, names = BENCHMARK_STUDIES[study]
+    data_dir = tmp_path / "data"
+    write_tree(data_dir)
+    sweep = tmp_path / "sweep"
+    done = run_in_process(
+        "fcn_lightning.train", "-m", f"experiment={study}", f"paths.data_dir={data_dir}",
+        "data.expected_counts=null", "model.width=0.03125", "model.pretrained=false",
+        "trainer=cpu", "trainer.max_steps=1", "trainer.val_check_interval=1",
+        "+trainer.limit_val_batches=1", "trainer.num_sanity_val_steps=0", "logger=csv",
+        "data.num_workers=0", f"hydra.sweep.dir={sweep}",
+        cwd=tmp_path, monkeypatch=monkeypatch, capfd=capfd,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    jobs = sorted(
+        (p for p in sweep.iterdir() if p.is_dir()), key=lambda p: int(p.name.split("_")[0])
+    )
+    assert [p.name.split("_", 1)[1] for p in jobs] == names
+    for job in jobs:
+        cfg = OmegaConf.load(job / "config_resolved.yaml")
+        assert cfg.group == study and cfg.data.name == study.removeprefix("study_")
+        assert (job / "checkpoints" / "last.ckpt").is_file(), job
+    out = tmp_path / "report"
+    assert report_main([str(sweep), "--out", str(out)]) == 0
+    table = (out / "report.md").read_text()
+    paper = STUDIES_OF_REPORT[study][0]
+    for label, *_, miu, _ in paper.values():
+        assert label in table and f"{miu:.1f}" in table, (label, miu)
 
 
 @pytest.mark.slow
