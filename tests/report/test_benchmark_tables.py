@@ -6,7 +6,14 @@ from __future__ import annotations
 
 from omegaconf import OmegaConf
 
-from fcn_lightning.report.results import markdown, run_result
+from fcn_lightning.interop.zoo_registry import load_registry
+from fcn_lightning.report.results import (
+    PAPER_CONTEXT,
+    PAPER_NYUD,
+    PAPER_SIFTFLOW,
+    markdown,
+    run_result,
+)
 
 
 def _cells(line: str) -> list[str]:
@@ -61,3 +68,33 @@ def test_pascal_context_blank_paper_cells_and_the_voc_table_unchanged():
     table = markdown([voc], "voc")
     assert "mean iu present" not in table and "PASCAL VOC seg11valid" in table
     assert _cells(table.splitlines()[4])[-4:] == ["90.5", "76.5", "63.6", "83.5"]
+
+
+# The zoo's released models of the other benchmarks and their rows of the paper's tables.
+ZOO_ROWS = {
+    "pascalcontext-fcn32s": (PAPER_CONTEXT, "fcn32s"),
+    "pascalcontext-fcn16s": (PAPER_CONTEXT, "fcn16s"),
+    "pascalcontext-fcn8s": (PAPER_CONTEXT, "fcn8s"),
+    "nyud-fcn32s-color": (PAPER_NYUD, "color/fcn32s"),
+    "nyud-fcn32s-hha": (PAPER_NYUD, "hha/fcn32s"),
+    "nyud-fcn32s-color-hha": (PAPER_NYUD, "color_hha/fcn32s"),
+    "siftflow-fcn16s": (PAPER_SIFTFLOW, "fcn16s"),
+}
+SPLITS = {"pascal_context": "pascal_context_val", "nyud": "nyud_test", "siftflow": "siftflow_test"}
+
+
+def test_the_zoo_records_the_papers_scores_of_every_released_benchmark_model():
+    models = load_registry().entries
+    for name, (table, key) in ZOO_ROWS.items():
+        entry = models[name]
+        _, pixel_acc, mean_acc, mean_iu, fw_iu = table[key]
+        expected = {"pixel_acc": pixel_acc, "mean_acc": mean_acc, "mean_iu": mean_iu,
+                    "fw_iu": fw_iu}  # fmt: skip
+        recorded = {k: v for k, v in entry.scores.items() if k in expected}
+        assert recorded == {k: v for k, v in expected.items() if v is not None}, name
+        assert entry.scores["split"] == SPLITS[entry.data], name
+        assert f"mean IU {mean_iu} ({SPLITS[entry.data]})" == entry.scores_text()
+    assert models["siftflow-fcn16s"].scores["geo_pixel_acc"] == 94.3
+    # The paper reports no SIFT Flow FCN-32s or FCN-8s: those say so instead.
+    for name in ("siftflow-fcn32s", "siftflow-fcn8s"):
+        assert models[name].scores == {} and "not recorded" in models[name].scores_note
