@@ -301,3 +301,31 @@ def split_rows(text):
         if len(cells) == 5 and cells[0] and cells[0][0].isalpha() and cells[2].isdigit():
             rows[cells[0]] = [int(c) for c in (cells[2], cells[3], cells[4]) if c.isdigit()]
     return rows
+
+
+@pytest.mark.slow
+def test_siftflow_under_ddp_scores_both_heads_as_one_process_evaluates_them(siftflow, tmp_path):
+    """Two gloo ranks each validate half the test split; the logged scores of both heads
+    are those of the whole split, as a one-process eval of the same checkpoint gives."""
+    data_dir, _ = siftflow
+    run = tmp_path / "run"
+    tiny = [o for o in TINY if o not in ("trainer=cpu", "+trainer.limit_val_batches=2")]
+    done = run_module(
+        "fcn_lightning.train", "data=siftflow", "model=fcn32s", f"paths.data_dir={data_dir}",
+        *tiny, "trainer=ddp_cpu", f"hydra.run.dir={run}", cwd=tmp_path, timeout=400,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    with open(run / "csv" / "metrics.csv", newline="") as f:
+        validations = [row for row in csv.DictReader(f) if row.get("val/mean_iu")]
+    assert len(validations) == 1  # at step 2, the last: last.ckpt holds its weights
+    logged = validations[0]
+    evaluated = run_module(
+        "fcn_lightning.eval", f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}",
+        f"paths.data_dir={data_dir}", "num_workers=0", "trainer=cpu",
+        f"hydra.run.dir={tmp_path / 'eval'}", cwd=tmp_path,
+    )  # fmt: skip
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    for key in ("pixel_acc", "mean_iu", "fw_iu"):
+        assert float(logged[f"val/{key}"]) == pytest.approx(metrics[key]), key
+        assert float(logged[f"val/geo/{key}"]) == pytest.approx(metrics["heads"]["geo"][key])
